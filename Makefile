@@ -1,0 +1,36 @@
+# The README's two commands: `make book` (the main job) and `make test` (the tests).
+# Both create .venv when it is missing and install the package into it.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: install test book data benchmark clean-book
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	# torch>=2.14 in pyproject.toml keeps pip off the CPU-only 2.13 wheel that breaks torchvision.
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	$(BIN)/python -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__)"
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+# Fashion-MNIST: found locally, else Debian's dataset-fashion-mnist, else torchvision's download.
+data: $(STAMP)
+	@PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/ensure-data.sh fashion_mnist
+
+# The benchmark page's figure and table, from the real data.
+benchmark: data
+	$(BIN)/python -m moon benchmark --out book/results/benchmark
+
+book: benchmark
+	$(BIN)/jupyter-book build book/
+	@echo "Open book/_build/html/index.html"
+
+clean-book:
+	rm -rf book/_build

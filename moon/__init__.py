@@ -1,0 +1,2 @@
+"""moon: reliable sparse training."""
+__version__ = "0.1.0"

@@ -1,0 +1,321 @@
+"""One configuration for every run: :class:`RunConfig`, its presets and validation.
+
+A run is fully described by a frozen dataclass of flat scalar fields. Every field has a default and a
+comment; ``__post_init__`` rejects bad values with a ``ValueError`` that names the field, the value and
+what is allowed. Named presets are override dictionaries, so ``from_params({"density": 0.1}, "quick")``
+is "the quick preset, at density 0.1". Notebooks' papermill ``parameters`` cells assign exactly these
+field names (plus ``preset`` and ``out_dir``).
+
+Defaults describe the study's main configuration: MOON (unknown class, auto-tuned alpha, weight
+averaging) on RigL at density 0.05, LeNet-5 on the embedded Fashion-MNIST benchmark, sized to run in a
+few minutes on a 2-core CPU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from moon.data import ID_SETS, OOD_SETS, default_ood_sets
+
+MODELS = ("mlp", "lenet5", "resnet18", "wrn")
+METHODS = ("dense", "static", "set", "rigl", "cigl")
+SPARSE_INITS = ("erk", "uniform")
+# Scores and detectors (evaluation issue); "unknown" needs the K+1 head.
+DETECTORS = ("msp", "msp_renorm", "max_logit", "energy", "unknown",
+             "dice", "react", "odin", "mahalanobis", "knn")
+UNKNOWN_ONLY_DETECTORS = ("unknown",)
+AUTO = "auto"
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that defines one training-and-evaluation run (see design.md, section 3)."""
+
+    # --- what is trained -------------------------------------------------------------------------
+    dataset: str = "fashion_mnist"      # in-distribution set, a key of moon.data.ID_SETS
+    model: str = "lenet5"               # mlp (LeNet-300-100) | lenet5 | resnet18 (CIFAR stem) | wrn
+    method: str = "rigl"                # dense | static | set | rigl | cigl
+    density: float = 0.05               # fraction of maskable weights kept, in (0, 1]; dense needs 1
+    sparse_init: str = "erk"            # per-layer densities: erk (Erdos-Renyi-kernel) | uniform
+    dpnum: int = 100                    # CigL random mask: each active weight dropped w.p. 1/dpnum
+
+    # --- MOON -------------------------------------------------------------------------------------
+    unknown_class: bool = True          # K+1 head with the unknown-aware loss re-weighting errors
+    alpha_final: float = 1.0            # alpha reached in the last epoch (paper: w_out = 1.0)
+    alpha_init_factor: float = 64.0     # alpha0 = EWMA(mean (1-u)*CE) / this (paper: w_out2 = 64)
+    warmup_epochs: int | None = None    # epochs of plain CE before alpha is set; None: 5% of epochs, >= 1
+    averaging: bool = True              # weight averaging ("voting") over the last epochs; cigl always
+    average_epochs: int | None = None   # epochs averaged, at constant LR; None: 20% of epochs, >= 1
+    as_released: bool = False           # reproduce the released code's result-changing quirks
+
+    # --- optimisation -------------------------------------------------------------------------------
+    epochs: int = 20                    # training epochs
+    batch_size: int = 128               # training mini-batch
+    lr: float = 0.1                     # initial learning rate (SGD, Nesterov)
+    lr_final: float = 0.005             # LR at the end of the cosine, kept through the averaging window
+    momentum: float = 0.9               # SGD momentum, in [0, 1)
+    weight_decay: float = 5e-4          # L2 on all parameters, as in the released MOON code
+
+    # --- sparse-topology updates (SET, RigL, CigL) ---------------------------------------------------
+    update_interval: int = 100          # optimizer steps between drop-and-grow updates
+    drop_fraction: float = 0.3          # initial drop fraction, cosine-decayed to 0 at update_end
+    update_end: float = 0.75            # fraction of training after which the topology is frozen
+
+    # --- data and evaluation ----------------------------------------------------------------------
+    max_train_samples: int = 0          # use only this many training images (0: all)
+    max_eval_samples: int = 0           # cap on test and each OOD set's images (0: all)
+    ood_sets: str = AUTO                # comma-separated OOD set names; auto: the dataset's offline sets
+    detectors: str = AUTO               # comma-separated detector names; auto: all that apply
+    eval_batch_size: int = 2048         # batch size for evaluation passes
+
+    # --- execution ----------------------------------------------------------------------------------
+    seed: int = 0                       # seeds weights, masks, data order and OOD set sampling
+    device: str = AUTO                  # auto (CUDA when present, else CPU) | cpu | cuda | cuda:N
+    resume: bool = False                # continue from the checkpoint in the output folder, if any
+
+    def __post_init__(self) -> None:
+        for name, value in _normalised_lists(self).items():
+            object.__setattr__(self, name, value)
+        for check in _CHECKS:
+            check(self)
+
+    # --- derived values -------------------------------------------------------------------------------
+    @property
+    def is_sparse(self) -> bool:
+        return self.method != "dense"
+
+    @property
+    def uses_averaging(self) -> bool:
+        """CigL's method includes weight averaging, so it is on for cigl whatever ``averaging`` says."""
+        return self.averaging or self.method == "cigl"
+
+    @property
+    def warmup(self) -> int:
+        """Warm-up epochs: the field, or 5% of training (5 of 100 in the paper), at least 1."""
+        if self.warmup_epochs is not None:
+            return self.warmup_epochs
+        return max(1, round(0.05 * self.epochs))
+
+    @property
+    def averaged_epochs(self) -> int:
+        """Averaging window in epochs: the field, or 20% of training (20 of 100 in the paper), >= 1."""
+        if not self.uses_averaging:
+            return 0
+        if self.average_epochs is not None:
+            return self.average_epochs
+        return max(1, round(0.2 * self.epochs))
+
+    @property
+    def ood_set_list(self) -> tuple[str, ...]:
+        if self.ood_sets == AUTO:
+            return default_ood_sets(self.dataset)
+        return tuple(s for s in self.ood_sets.split(",") if s)
+
+    @property
+    def detector_list(self) -> tuple[str, ...]:
+        if self.detectors == AUTO:
+            return tuple(d for d in DETECTORS
+                         if self.unknown_class or d not in UNKNOWN_ONLY_DETECTORS)
+        return tuple(d for d in self.detectors.split(",") if d)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes: Any) -> "RunConfig":
+        return dataclasses.replace(self, **changes)
+
+
+# --------------------------------------------------------------------------------------------------
+# Presets: override dictionaries on top of the defaults.
+# --------------------------------------------------------------------------------------------------
+PRESETS: dict[str, dict[str, Any]] = {
+    # Seconds: a few hundred images, two epochs, tiny evaluation. For CI and trying things out.
+    "smoke": {"epochs": 2, "max_train_samples": 1024, "max_eval_samples": 512,
+              "update_interval": 2, "batch_size": 64},
+    # A few minutes on a 2-core CPU: the whole training set, 10 epochs.
+    "quick": {"epochs": 10},
+    # The paper's schedule length (100 epochs, 5 warm-up, 20 averaged).
+    "full": {"epochs": 100},
+}
+
+
+def field_names() -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(RunConfig))
+
+
+def from_params(params: Mapping[str, Any] | None = None, preset: str | None = None) -> RunConfig:
+    """Build a config from a preset plus overrides; unknown keys are rejected with the valid ones."""
+    params = dict(params or {})
+    valid = field_names()
+    unknown = sorted(k for k in params if k not in valid)
+    if unknown:
+        raise ValueError(f"unknown config key(s) {unknown}; valid keys are: {', '.join(valid)}")
+    merged: dict[str, Any] = {}
+    if preset:
+        if preset not in PRESETS:
+            raise ValueError(f"preset={preset!r} is not known; choose one of {sorted(PRESETS)}")
+        merged.update(PRESETS[preset])
+    merged.update(params)
+    return RunConfig(**merged)
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """Parse ``key=value`` strings from a command line into typed values (by the field's default)."""
+    types = {f.name: f.type for f in dataclasses.fields(RunConfig)}
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ValueError(f"expected key=value, got {item!r}")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        if key not in types:
+            raise ValueError(f"unknown config key {key!r}; valid keys are: {', '.join(types)}")
+        out[key] = _coerce(key, raw.strip(), str(types[key]))
+    return out
+
+
+def _coerce(key: str, raw: str, type_name: str) -> Any:
+    if "None" in type_name and raw.lower() in ("none", "null", ""):
+        return None
+    try:
+        if type_name.startswith("bool"):
+            if raw.lower() in ("1", "true", "yes", "on"):
+                return True
+            if raw.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if type_name.startswith("int"):
+            return int(raw)
+        if type_name.startswith("float"):
+            return float(raw)
+    except ValueError:
+        raise ValueError(f"{key}={raw!r} is not a valid {type_name}") from None
+    return raw
+
+
+# --------------------------------------------------------------------------------------------------
+# Validation: one small function per rule, each raising ValueError(field, value, allowed).
+# --------------------------------------------------------------------------------------------------
+def _bad(field: str, value: Any, allowed: str) -> ValueError:
+    return ValueError(f"{field}={value!r} is not allowed: {allowed}")
+
+
+def _normalised_lists(cfg: RunConfig) -> dict[str, str]:
+    """Lists and tuples given for ood_sets/detectors become one canonical comma-separated string."""
+    out = {}
+    for name in ("ood_sets", "detectors"):
+        value = getattr(cfg, name)
+        if isinstance(value, (list, tuple)):
+            value = ",".join(str(v) for v in value)
+        if not isinstance(value, str):
+            raise _bad(name, value, "a comma-separated string of names, a list of names, or 'auto'")
+        out[name] = ",".join(p.strip() for p in value.split(",") if p.strip()) or AUTO
+    return out
+
+
+def _check_choices(cfg: RunConfig) -> None:
+    for name, options in (("dataset", tuple(ID_SETS)), ("model", MODELS), ("method", METHODS),
+                          ("sparse_init", SPARSE_INITS)):
+        value = getattr(cfg, name)
+        if value not in options:
+            raise _bad(name, value, f"choose one of {', '.join(options)}")
+
+
+def _check_types(cfg: RunConfig) -> None:
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        type_name = str(f.type)
+        if value is None and "None" in type_name:
+            continue
+        if type_name.startswith("bool"):
+            ok = isinstance(value, bool)
+        elif type_name.startswith("int"):
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif type_name.startswith("float"):
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        else:
+            ok = isinstance(value, str)
+        if not ok:
+            raise _bad(f.name, value, f"expected a finite {type_name}")
+
+
+def _check_sparsity(cfg: RunConfig) -> None:
+    if not 0.0 < cfg.density <= 1.0:
+        raise _bad("density", cfg.density, "a fraction in (0, 1]")
+    if cfg.method == "dense" and cfg.density != 1.0:
+        raise _bad("density", cfg.density, "method=dense needs density=1 (use a sparse method)")
+    if cfg.method != "dense" and cfg.density == 1.0:
+        raise _bad("density", cfg.density,
+                   f"method={cfg.method} needs density < 1 (use method=dense for a dense model)")
+    if cfg.dpnum < 2:
+        raise _bad("dpnum", cfg.dpnum, "an integer >= 2 (CigL drops each weight w.p. 1/dpnum)")
+    if cfg.update_interval < 1:
+        raise _bad("update_interval", cfg.update_interval, "an integer >= 1 (steps)")
+    if not 0.0 <= cfg.drop_fraction < 1.0:
+        raise _bad("drop_fraction", cfg.drop_fraction, "a fraction in [0, 1)")
+    if not 0.0 < cfg.update_end <= 1.0:
+        raise _bad("update_end", cfg.update_end, "a fraction of training in (0, 1]")
+
+
+def _check_moon(cfg: RunConfig) -> None:
+    if cfg.alpha_final <= 0:
+        raise _bad("alpha_final", cfg.alpha_final, "a number > 0")
+    if cfg.alpha_init_factor <= 0:
+        raise _bad("alpha_init_factor", cfg.alpha_init_factor, "a number > 0")
+    if cfg.warmup_epochs is not None and not 0 <= cfg.warmup_epochs < cfg.epochs:
+        raise _bad("warmup_epochs", cfg.warmup_epochs,
+                   f"None or an integer in [0, epochs) = [0, {cfg.epochs})")
+    if cfg.average_epochs is not None and not 1 <= cfg.average_epochs <= cfg.epochs:
+        raise _bad("average_epochs", cfg.average_epochs,
+                   f"None or an integer in [1, epochs] = [1, {cfg.epochs}]")
+
+
+def _check_optimisation(cfg: RunConfig) -> None:
+    if cfg.epochs < 1:
+        raise _bad("epochs", cfg.epochs, "an integer >= 1")
+    if cfg.batch_size < 1:
+        raise _bad("batch_size", cfg.batch_size, "an integer >= 1")
+    if cfg.eval_batch_size < 1:
+        raise _bad("eval_batch_size", cfg.eval_batch_size, "an integer >= 1")
+    if cfg.lr <= 0:
+        raise _bad("lr", cfg.lr, "a number > 0")
+    if not 0 < cfg.lr_final <= cfg.lr:
+        raise _bad("lr_final", cfg.lr_final, f"a number in (0, lr] = (0, {cfg.lr}]")
+    if not 0.0 <= cfg.momentum < 1.0:
+        raise _bad("momentum", cfg.momentum, "a number in [0, 1)")
+    if cfg.weight_decay < 0:
+        raise _bad("weight_decay", cfg.weight_decay, "a number >= 0")
+
+
+def _check_execution(cfg: RunConfig) -> None:
+    if cfg.seed < 0:
+        raise _bad("seed", cfg.seed, "an integer >= 0")
+    if cfg.max_train_samples < 0:
+        raise _bad("max_train_samples", cfg.max_train_samples, "an integer >= 0 (0: all)")
+    if cfg.max_eval_samples < 0:
+        raise _bad("max_eval_samples", cfg.max_eval_samples, "an integer >= 0 (0: all)")
+    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", cfg.device):
+        raise _bad("device", cfg.device, "auto, cpu, mps, cuda or cuda:N")
+
+
+def _check_evaluation(cfg: RunConfig) -> None:
+    known = tuple(name for name, spec in OOD_SETS.items() if cfg.dataset in spec.id_sets)
+    for name in cfg.ood_set_list:
+        if name not in known:
+            raise _bad("ood_sets", cfg.ood_sets,
+                       f"OOD sets for dataset={cfg.dataset} are {', '.join(known)} (or auto)")
+    for name in cfg.detector_list:
+        if name not in DETECTORS:
+            raise _bad("detectors", cfg.detectors, f"choose from {', '.join(DETECTORS)} (or auto)")
+        if name in UNKNOWN_ONLY_DETECTORS and not cfg.unknown_class:
+            raise _bad("detectors", cfg.detectors,
+                       f"detector {name!r} scores the unknown class: it needs unknown_class=true")
+
+
+# Order matters: types first, so later rules can compare numbers safely.
+_CHECKS = (_check_types, _check_choices, _check_optimisation, _check_sparsity, _check_moon,
+           _check_execution, _check_evaluation)
