@@ -1,0 +1,125 @@
+"""Shared fixtures: small synthetic datasets in the real on-disk formats, so the real loading code runs
+without the real (large, possibly absent) files.
+
+``synthetic_root`` writes, once per session, a fake system dataset folder laid out like Debian's and
+torchvision's: ``fashion-mnist/*.gz`` (IDX), ``cifar-10-batches-py/`` and ``cifar-100-python/`` (python
+pickles). ``fake_data`` points moon at it (``MOON_SYSTEM_DATA``) with an empty ``MOON_DATA``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import pickle
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+N_TRAIN, N_TEST = 120, 40        # balanced over 10 classes: 12 and 4 per class
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    """Write a uint8 array as an IDX file (gzip-compressed when ``path`` ends in ``.gz``)."""
+    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    payload = header + np.ascontiguousarray(array, dtype=np.uint8).tobytes()
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "wb") as f:
+        f.write(payload)
+
+
+def synthetic_images(n: int, shape: tuple[int, ...], labels: np.ndarray, seed: int) -> np.ndarray:
+    """Random uint8 images whose brightness depends on the class (so classes differ visibly)."""
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 128, size=(n, *shape))
+    return (base + 12 * labels.reshape(-1, *[1] * len(shape))).clip(0, 255).astype(np.uint8)
+
+
+def balanced_labels(n: int, classes: int, seed: int) -> np.ndarray:
+    """``n`` labels, each class equally often, in a shuffled order."""
+    return np.random.default_rng(seed).permutation(np.arange(n) % classes).astype(np.uint8)
+
+
+def _write_fashion(folder: Path) -> dict[str, np.ndarray]:
+    folder.mkdir(parents=True)
+    arrays = {}
+    for prefix, n, seed in (("train", N_TRAIN, 1), ("t10k", N_TEST, 2)):
+        y = balanced_labels(n, 10, seed)
+        x = synthetic_images(n, (28, 28), y, seed)
+        write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", x)
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", y)
+        arrays[f"{prefix}_x"], arrays[f"{prefix}_y"] = x, y
+    return arrays
+
+
+def _dump(path: Path, obj: dict) -> None:
+    with open(path, "wb") as f:
+        pickle.dump(obj, f)
+
+
+def _write_cifar10(folder: Path) -> dict[str, np.ndarray]:
+    folder.mkdir(parents=True)
+    y = balanced_labels(N_TRAIN, 10, 3)
+    x = synthetic_images(N_TRAIN, (3 * 32 * 32,), y, 3)
+    per = N_TRAIN // 5
+    for i in range(5):       # python-2 style bytes keys, as in the real files
+        _dump(folder / f"data_batch_{i + 1}",
+              {b"data": x[i * per:(i + 1) * per], b"labels": y[i * per:(i + 1) * per].tolist()})
+    ty = balanced_labels(N_TEST, 10, 4)
+    tx = synthetic_images(N_TEST, (3 * 32 * 32,), ty, 4)
+    _dump(folder / "test_batch", {b"data": tx, b"labels": ty.tolist()})
+    _dump(folder / "batches.meta", {b"label_names": [f"c{i}".encode() for i in range(10)]})
+    return {"train_x": x, "train_y": y, "t10k_x": tx, "t10k_y": ty}
+
+
+def _write_cifar100(folder: Path) -> dict[str, np.ndarray]:
+    folder.mkdir(parents=True)
+    arrays = {}
+    for name, n, seed in (("train", N_TRAIN, 5), ("test", N_TEST, 6)):
+        fine = np.arange(n) % 100
+        x = synthetic_images(n, (3 * 32 * 32,), fine % 10, seed)
+        _dump(folder / name, {"data": x, "fine_labels": fine.tolist(),
+                              "coarse_labels": (fine // 5).tolist()})   # str keys this time
+        arrays[f"{name}_x"], arrays[f"{name}_fine"] = x, fine
+    _dump(folder / "meta", {"fine_label_names": [f"f{i}" for i in range(100)]})
+    return arrays
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory) -> tuple[Path, dict[str, dict[str, np.ndarray]]]:
+    """A fake system dataset folder and the arrays written into it, by family."""
+    root = tmp_path_factory.mktemp("system-datasets")
+    written = {"fashion_mnist": _write_fashion(root / "fashion-mnist"),
+               "cifar10": _write_cifar10(root / "cifar-10-batches-py"),
+               "cifar100": _write_cifar100(root / "cifar-100-python")}
+    return root, written
+
+
+@pytest.fixture
+def fake_data(synthetic_root, tmp_path, monkeypatch):
+    """moon.data reads the synthetic files: empty ``MOON_DATA``, fake ``MOON_SYSTEM_DATA``."""
+    from moon import data
+
+    root, written = synthetic_root
+    user = tmp_path / "user-data"
+    user.mkdir()
+    monkeypatch.setenv("MOON_DATA", str(user))
+    monkeypatch.setenv("MOON_SYSTEM_DATA", str(root))
+    data.clear_cache()
+    yield written
+    data.clear_cache()
+
+
+@pytest.fixture
+def no_data(tmp_path, monkeypatch):
+    """Both data roots point at empty folders; returns them."""
+    from moon import data
+
+    user, system = tmp_path / "user", tmp_path / "system"
+    user.mkdir()
+    system.mkdir()
+    monkeypatch.setenv("MOON_DATA", str(user))
+    monkeypatch.setenv("MOON_SYSTEM_DATA", str(system))
+    data.clear_cache()
+    yield user, system
+    data.clear_cache()
