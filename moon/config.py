@@ -47,6 +47,7 @@ class RunConfig:
     unknown_class: bool = True          # K+1 head with the unknown-aware loss re-weighting errors
     alpha_final: float = 1.0            # alpha reached in the last epoch (paper: w_out = 1.0)
     alpha_init_factor: float = 64.0     # alpha0 = EWMA(mean (1-u)*CE) / this (paper: w_out2 = 64)
+    alpha_auto: bool = True             # False: alpha = alpha_final right after warm-up (ablation)
     warmup_epochs: int | None = None    # epochs of plain CE before alpha is set; None: 5% of epochs, >= 1
     averaging: bool = True              # weight averaging ("voting") over the last epochs; cigl always
     average_epochs: int | None = None   # epochs averaged, at constant LR; None: 20% of epochs, >= 1
@@ -64,6 +65,7 @@ class RunConfig:
     update_interval: int = 100          # optimizer steps between drop-and-grow updates
     drop_fraction: float = 0.3          # initial drop fraction, cosine-decayed to 0 at update_end
     update_end: float = 0.75            # fraction of training after which the topology is frozen
+                                        # (and never later than the start of the averaging window)
 
     # --- data and evaluation ----------------------------------------------------------------------
     max_train_samples: int = 0          # use only this many training images (0: all)
@@ -108,6 +110,14 @@ class RunConfig:
         if self.average_epochs is not None:
             return self.average_epochs
         return max(1, round(0.2 * self.epochs))
+
+    @property
+    def update_stop(self) -> float:
+        """Fraction of training where topology updates stop: ``update_end``, but never inside the
+        averaging window, so every averaged snapshot shares one mask and the average keeps it."""
+        if not self.uses_averaging:
+            return self.update_end
+        return min(self.update_end, 1.0 - self.averaged_epochs / self.epochs)
 
     @property
     def ood_set_list(self) -> tuple[str, ...]:

@@ -1,0 +1,90 @@
+"""Command line: ``python -m moon {run,data,benchmark} ...``.
+
+* ``python -m moon run [--preset NAME] [--out DIR] key=value ...``: train and evaluate one RunConfig,
+  writing ``DIR/result.json``.
+* ``python -m moon data NAME [--download | --no-download]``: locate (or fetch) a dataset.
+* ``python -m moon benchmark --out DIR``: the benchmark page's table and image grid, from the data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+log = logging.getLogger("moon")
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from moon.config import from_params, parse_overrides
+    from moon.runner import run
+
+    cfg = from_params(parse_overrides(args.overrides), preset=args.preset)
+    result = run(cfg, out_dir=args.out)
+    print(f"{result.status}: {args.out}/result.json")
+    if result.status != "complete":
+        print(result.error, file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_data(args: argparse.Namespace) -> int:
+    from moon.data import DatasetNotFoundError, load_id
+
+    download = True if args.download else (False if args.no_download else None)
+    try:
+        data = load_id(args.name, download=download)
+    except DatasetNotFoundError as err:
+        print(err, file=sys.stderr)
+        return 1
+    print(f"{args.name}: {len(data.train_x)} train / {len(data.val_x)} val / {len(data.test_x)} "
+          f"test images, found at {data.location}")
+    return 0
+
+
+def _cmd_benchmark(args: argparse.Namespace) -> int:
+    from moon.report import write_benchmark
+
+    write_benchmark(args.out, dataset=args.dataset, seed=args.seed)
+    print(f"wrote {args.out}/benchmark.json and {args.out}/benchmark_grid.png")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m moon", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="train and evaluate one configuration")
+    run.add_argument("--preset", default=None, help="smoke | quick | full")
+    run.add_argument("--out", default="runs/latest", help="output folder (result.json, checkpoint)")
+    run.add_argument("overrides", nargs="*", help="RunConfig fields as key=value")
+    run.set_defaults(func=_cmd_run)
+
+    data = sub.add_parser("data", help="locate or download a dataset")
+    data.add_argument("name", help="an ID dataset name, e.g. fashion_mnist")
+    group = data.add_mutually_exclusive_group()
+    group.add_argument("--download", action="store_true", help="download with torchvision if missing")
+    group.add_argument("--no-download", action="store_true", help="never try the network")
+    data.set_defaults(func=_cmd_data)
+
+    bench = sub.add_parser("benchmark", help="write the benchmark table and image grid")
+    bench.add_argument("--out", default="book/results/benchmark")
+    bench.add_argument("--dataset", default="fashion_mnist")
+    bench.add_argument("--seed", type=int, default=0)
+    bench.set_defaults(func=_cmd_benchmark)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
