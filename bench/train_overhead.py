@@ -24,7 +24,8 @@ import torch
 import torch.nn.functional as F
 
 from moon.config import RunConfig
-from moon.data import ID_SETS, IDData, TensorLoader
+from moon.data import ID_SETS, IDData
+from moon.loaders import TensorLoader
 from moon.models import model_for
 from moon.train import Trainer
 

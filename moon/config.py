@@ -42,6 +42,8 @@ class RunConfig:
     density: float = 0.05               # fraction of maskable weights kept, in (0, 1]; dense needs 1
     sparse_init: str = "erk"            # per-layer densities: erk (Erdos-Renyi-kernel) | uniform
     dpnum: int = 100                    # CigL random mask: each active weight dropped w.p. 1/dpnum
+    rescale_init: bool = True           # initial sparse weights x 1/sqrt(layer density), so
+                                        # activations keep their dense-init scale (Evci et al. 2022)
 
     # --- MOON -------------------------------------------------------------------------------------
     unknown_class: bool = True          # K+1 head with the unknown-aware loss re-weighting errors

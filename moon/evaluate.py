@@ -14,7 +14,8 @@ import torch
 from torch import nn
 
 from moon.config import RunConfig
-from moon.data import IDData, TensorLoader
+from moon.data import IDData
+from moon.loaders import TensorLoader
 from moon.metrics import calibration
 from moon.train import Outputs, extract
 

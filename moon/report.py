@@ -86,7 +86,8 @@ def plot_benchmark_grid(dataset: str = "fashion_mnist", n_per_row: int = 8, seed
     """Sample images of the embedded benchmark: ID training images titled with their class, then a
     row per offline OOD set labelled with its name, near/far and image count. Saved as PNG to
     ``path`` when given; returns the matplotlib Figure."""
-    from moon.data import ID_SETS, benchmark_sets
+    from moon.data import ID_SETS
+    from moon.ood import benchmark_sets
 
     if dataset not in ID_SETS:
         raise ValueError(f"unknown dataset {dataset!r}; valid: {', '.join(ID_SETS)}")
@@ -107,7 +108,8 @@ def _save(fig, path: str | Path | None):
 def write_benchmark(out_dir: str | Path, dataset: str = "fashion_mnist", seed: int = 0) -> dict:
     """Write ``out_dir/benchmark.json`` (the :func:`moon.data.benchmark_summary` rows with the dataset,
     seed and time of writing) and ``out_dir/benchmark_grid.png``; returns the JSON content."""
-    from moon.data import ID_SETS, benchmark_sets
+    from moon.data import ID_SETS
+    from moon.ood import benchmark_sets
 
     if dataset not in ID_SETS:
         raise ValueError(f"unknown dataset {dataset!r}; valid: {', '.join(ID_SETS)}")

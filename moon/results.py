@@ -127,12 +127,19 @@ def _atomic_file(path: str | os.PathLike) -> Iterator[IO[bytes]]:
             yield tmp
             tmp.flush()
             os.fsync(tmp.fileno())
+        os.chmod(tmp.name, 0o666 & ~_umask())   # temp files are private; results are not
         os.replace(tmp.name, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp.name)
         raise
     _fsync_dir(path.parent)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _fsync_dir(folder: Path) -> None:

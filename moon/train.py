@@ -29,7 +29,8 @@ from tqdm.auto import tqdm
 from moon import schedules
 from moon.averaging import WeightAverager
 from moon.config import RunConfig
-from moon.data import IDData, make_loaders
+from moon.data import IDData
+from moon.loaders import make_loaders
 from moon.losses import UnknownAwareLoss
 from moon.masking import Masking
 from moon.models import model_for

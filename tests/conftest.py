@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 N_TRAIN, N_TEST = 120, 40        # balanced over 10 classes: 12 and 4 per class
 
@@ -123,3 +124,32 @@ def no_data(tmp_path, monkeypatch):
     data.clear_cache()
     yield user, system
     data.clear_cache()
+
+
+def learnable_id_data(n_train: int = 640, n_eval: int = 200, seed: int = 0):
+    """A small in-memory Fashion-MNIST-shaped ID set that a LeNet can learn: each class is a fixed
+    random template plus noise."""
+    from moon.data import ID_SETS, IDData, channel_stats
+
+    g = torch.Generator().manual_seed(seed)
+    templates = torch.rand(10, 1, 28, 28, generator=g) * 255
+
+    def draw(n):
+        y = torch.arange(n) % 10
+        x = templates[y] * 0.8 + torch.rand(n, 1, 28, 28, generator=g) * 50
+        return x.clamp(0, 255).to(torch.uint8), y
+
+    (trx, try_), (vax, vay), (tex, tey) = draw(n_train), draw(n_eval), draw(n_eval)
+    mean, std = channel_stats(trx)
+    return IDData("fashion_mnist", 10, tuple(str(i) for i in range(10)), trx, try_, vax, vay,
+                  tex, tey, mean, std, ID_SETS["fashion_mnist"])
+
+
+@pytest.fixture
+def tiny_fashion(monkeypatch):
+    """``moon.run`` trains on :func:`learnable_id_data` instead of the real Fashion-MNIST."""
+    import moon.runner
+
+    data = learnable_id_data()
+    monkeypatch.setattr(moon.runner, "load_id", lambda name, **kw: data)
+    return data

@@ -51,6 +51,22 @@ def test_initial_masks_have_exact_counts(init, density):
         assert torch.all(p[~masking.masks[name]] == 0)
 
 
+def test_rescaled_init_keeps_the_dense_output_scale():
+    torch.manual_seed(0)
+    dense = build_model("mlp", 10, 1, 28)
+    sparse = build_model("mlp", 10, 1, 28)
+    sparse.load_state_dict(dense.state_dict())
+    Masking(sparse, 0.05, "static", "uniform", seed=0, rescale_init=True)
+    plain = build_model("mlp", 10, 1, 28)
+    plain.load_state_dict(dense.state_dict())
+    Masking(plain, 0.05, "static", "uniform", seed=0, rescale_init=False)
+    x = torch.randn(512, 784)
+    with torch.no_grad():
+        scale = dense.body[1](x).std()
+        assert float(sparse.body[1](x).std() / scale) == pytest.approx(1.0, abs=0.05)
+        assert float(plain.body[1](x).std() / scale) < 0.3
+
+
 def test_biases_and_norms_are_dense():
     model = build_model("resnet18", 11, 3, 32)
     names = set(maskable_parameters(model))

@@ -1,0 +1,143 @@
+"""The trainer end to end on a tiny synthetic set: result contract, determinism, resume, NaN guard."""
+
+import json
+
+import pytest
+import torch
+
+from moon.config import RunConfig, from_params
+from moon.losses import UnknownAwareLoss
+from moon.masks import layer_counts
+from moon.results import load_result
+from moon.train import CHECKPOINT, Trainer, TrainingDiverged
+import moon
+import moon.train
+
+FAST = dict(epochs=3, batch_size=128, lr=0.05, lr_final=0.005, update_interval=2,
+            eval_batch_size=512, device="cpu", detectors="msp")
+
+
+def cfg_of(**kw) -> RunConfig:
+    return from_params({**FAST, **kw})
+
+
+def metrics_of(result):
+    return {"id": result.id, "history": [{k: v for k, v in row.items() if k != "seconds"}
+                                         for row in result.history], "masks": result.masks}
+
+
+def test_run_writes_a_complete_result_with_measured_densities(tiny_fashion, tmp_path):
+    cfg = cfg_of(method="rigl", density=0.05, model="mlp", batch_size=32)
+    result = moon.run(cfg, tmp_path, progress=False)
+    on_disk = json.loads((tmp_path / "result.json").read_text())
+    assert on_disk["status"] == "complete" and on_disk["error"] is None
+    assert set(on_disk) >= {"config", "status", "error", "history", "masks", "id", "ood",
+                            "timing", "provenance"}
+    assert on_disk["config"] == cfg.to_dict()
+    assert [row["epoch"] for row in on_disk["history"]] == [1, 2, 3]
+    assert set(on_disk["history"][0]) >= {"epoch", "train_loss", "train_acc", "val_acc", "alpha",
+                                          "drop_fraction", "density", "seconds"}
+    assert set(on_disk["id"]) >= {"accuracy", "nll", "brier", "ece", "mce", "adaptive_ece"}
+    assert set(on_disk["timing"]) == {"train_seconds", "eval_seconds", "train_images_per_second"}
+    assert set(on_disk["provenance"]) >= {"git_sha", "versions", "device", "started", "finished"}
+    # measured density: the target within one weight per layer; the averaged weights stay inside
+    layers = result.masks["layers"]
+    total = sum(p.numel() for n, p in moon.models.model_for(cfg).named_parameters() if n in layers)
+    assert abs(result.masks["density"] - 0.05) * total <= len(layers)
+    assert result.masks["nonzero_density"] <= result.masks["density"]
+    assert result.history[-1]["alpha"] == pytest.approx(cfg.alpha_final)
+    assert result.id["accuracy"] > 0.8     # it learns the synthetic classes (chance is 0.1)
+
+
+def test_same_seed_gives_identical_metrics(tiny_fashion, tmp_path):
+    cfg = cfg_of(method="set", density=0.1)
+    a = moon.run(cfg, tmp_path / "a", progress=False)
+    b = moon.run(cfg, tmp_path / "b", progress=False)
+    c = moon.run(cfg.replace(seed=1), tmp_path / "c", progress=False)
+    assert metrics_of(a) == metrics_of(b)
+    assert metrics_of(a) != metrics_of(c)
+
+
+@pytest.mark.parametrize("method", ["rigl", "cigl", "dense"])
+def test_resume_equals_an_uninterrupted_run(tiny_fashion, tmp_path, monkeypatch, method):
+    cfg = cfg_of(method=method, density=1.0 if method == "dense" else 0.1, epochs=4)
+    full = moon.run(cfg, tmp_path / "full", progress=False)
+
+    original = Trainer._end_epoch
+
+    def killed_after_two(self, epoch, *args):
+        original(self, epoch, *args)
+        if epoch == 2:
+            raise KeyboardInterrupt  # like a SIGINT after the epoch-2 checkpoint
+
+    monkeypatch.setattr(Trainer, "_end_epoch", killed_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        moon.run(cfg, tmp_path / "part", progress=False)
+    assert (tmp_path / "part" / CHECKPOINT).exists()
+    assert not (tmp_path / "part" / "result.json").exists()   # nothing partial looks complete
+    monkeypatch.setattr(Trainer, "_end_epoch", original)
+    resumed = moon.run(cfg.replace(resume=True), tmp_path / "part", progress=False)
+    assert metrics_of(resumed) == metrics_of(full)
+
+
+def test_resume_reuses_a_finished_run_and_rejects_another_config(tiny_fashion, tmp_path):
+    cfg = cfg_of(method="static", density=0.2, epochs=2)
+    first = moon.run(cfg, tmp_path, progress=False)
+    again = moon.run(cfg.replace(resume=True), tmp_path, progress=False)
+    assert again.provenance["started"] == first.provenance["started"]
+    other = cfg.replace(density=0.3, resume=True)
+    (tmp_path / "result.json").unlink()
+    with pytest.raises(ValueError, match="density"):
+        moon.run(other, tmp_path, progress=False)
+
+
+def test_checkpoint_loads_strictly(tiny_fashion, tmp_path):
+    cfg = cfg_of(method="rigl", density=0.1, epochs=1)
+    moon.run(cfg, tmp_path, progress=False)
+    state = torch.load(tmp_path / CHECKPOINT, weights_only=True)
+    state["model"].pop("head.weight")
+    trainer = Trainer(cfg, tiny_fashion, torch.device("cpu"), progress=False)
+    with pytest.raises(RuntimeError, match="head.weight"):
+        trainer.load_state_dict(state)
+
+
+def test_non_finite_loss_stops_naming_epoch_and_step(tiny_fashion, tmp_path, monkeypatch):
+    original, calls = UnknownAwareLoss.__call__, {"n": 0}
+
+    def poisoned(self, logits, target, epoch, update_state=True):
+        calls["n"] += 1
+        loss = original(self, logits, target, epoch, update_state)
+        return loss * float("nan") if calls["n"] == 8 else loss   # global step 7
+
+    monkeypatch.setattr(UnknownAwareLoss, "__call__", poisoned)
+    cfg = cfg_of(method="rigl", density=0.1)
+    with pytest.raises(TrainingDiverged, match="epoch 2, step 2"):
+        moon.run(cfg, tmp_path, progress=False)
+    failed = load_result(tmp_path)
+    assert failed.status == "failed" and "epoch 2, step 2" in failed.error
+    assert failed.id == {}
+    calls["n"] = 0
+    result = moon.run(cfg, tmp_path / "quiet", progress=False, raise_on_failure=False)
+    assert result.status == "failed"
+
+
+def test_update_steps_skip_the_optimizer_and_averaging_keeps_the_mask(tiny_fashion):
+    cfg = cfg_of(method="rigl", density=0.05, epochs=4, update_end=1.0)
+    trainer = Trainer(cfg, tiny_fashion, torch.device("cpu"), progress=False)
+    assert cfg.update_stop == 0.75      # clipped to the start of the averaging window
+    model = trainer.fit()
+    for name, p in dict(model.named_parameters()).items():
+        if name in trainer.masking.masks:
+            assert torch.all(p[~trainer.masking.masks[name]] == 0)
+    counts = layer_counts(trainer.masking.target, {n: m.shape for n, m in trainer.masking.masks.items()})
+    assert {n: int(m.sum()) for n, m in trainer.masking.masks.items()} == counts
+
+
+def test_cli_run(tiny_fashion, tmp_path, capsys):
+    from moon.__main__ import main
+
+    code = main(["run", "--preset", "smoke", "--out", str(tmp_path), "method=static",
+                 "density=0.2", "device=cpu", "epochs=1"])
+    assert code == 0 and load_result(tmp_path).status == "complete"
+    assert main(["run", "--out", str(tmp_path), "density=2"]) == 2
+    assert "density=2.0" in capsys.readouterr().err
