@@ -29,7 +29,7 @@ benchmark: data
 	$(BIN)/python -m moon benchmark --out book/results/benchmark
 
 book: benchmark
-	$(BIN)/jupyter-book build book/
+	$(BIN)/jupyter-book build -W --keep-going book/
 	@echo "Open book/_build/html/index.html"
 
 clean-book:

@@ -47,12 +47,12 @@ class RunConfig:
 
     # --- MOON -------------------------------------------------------------------------------------
     unknown_class: bool = True          # K+1 head with the unknown-aware loss re-weighting errors
-    alpha_final: float = 1.0            # alpha reached in the last epoch (paper: w_out = 1.0)
-    alpha_init_factor: float = 64.0     # alpha0 = EWMA(mean (1-u)*CE) / this (paper: w_out2 = 64)
-    alpha_auto: bool = True             # False: alpha = alpha_final right after warm-up (ablation)
-    warmup_epochs: int | None = None    # epochs of plain CE before alpha is set; None: 5% of epochs, >= 1
+    alpha_final: float = 1.0            # alpha reached in the last epoch (the paper's w_out: 1.0)
+    alpha_init_factor: float = 64.0     # alpha0 is EWMA(mean (1-u)*CE) / this (w_out2: 64)
+    alpha_auto: bool = True             # False: alpha_final right after warm-up (ablation)
+    warmup_epochs: int | None = None    # plain-CE epochs before alpha is set; None: 5% of epochs, at least 1
     averaging: bool = True              # weight averaging ("voting") over the last epochs; cigl always
-    average_epochs: int | None = None   # epochs averaged, at constant LR; None: 20% of epochs, >= 1
+    average_epochs: int | None = None   # epochs averaged, at constant LR; None: 20% of epochs, at least 1
     as_released: bool = False           # reproduce the released code's result-changing quirks
 
     # --- optimisation -------------------------------------------------------------------------------
@@ -173,6 +173,20 @@ def from_params(params: Mapping[str, Any] | None = None, preset: str | None = No
         merged.update(PRESETS[preset])
     merged.update(params)
     return RunConfig(**merged)
+
+
+def from_namespace(namespace: Mapping[str, Any], preset: str | None = None) -> RunConfig:
+    """The config of a notebook whose papermill ``parameters`` cell assigns every RunConfig field.
+
+    Fields still at RunConfig's default are left to the preset (so ``-p preset smoke`` shrinks the
+    run while ``-p density 0.02`` still applies); a field that differs from the default wins over
+    the preset. Passing a preset together with a field explicitly set to its default value keeps
+    the preset's value.
+    """
+    defaults = RunConfig()
+    given = {k: namespace[k] for k in field_names()
+             if k in namespace and namespace[k] != getattr(defaults, k)}
+    return from_params(given, preset=preset or None)
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:

@@ -13,8 +13,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from moon.data import (OOD_SETS, DatasetNotFoundError, IDData, data_roots, load_id, ood_sets_for,
-                       source_arrays)
+from moon.data import (
+    OOD_SETS,
+    DatasetNotFoundError,
+    IDData,
+    data_roots,
+    load_id,
+    ood_sets_for,
+    source_arrays,
+)
+
+
 # --------------------------------------------------------------------------------------------------
 # OOD sets: every builder returns uint8 [N, C, H, W] in the ID image shape
 # --------------------------------------------------------------------------------------------------

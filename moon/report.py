@@ -1,18 +1,22 @@
 """Tables and figures from result files and datasets (what the book calls).
 
-Figures are built on :class:`matplotlib.figure.Figure` with the Agg canvas directly, not through
-``pyplot``: nothing global changes, no figure is kept alive by a figure manager, and a notebook still
-displays the returned figure. seaborn supplies the style.
+Every function returns its figure (closed in pyplot, so nothing global keeps it alive) and saves it
+when given a path; a notebook displays the returned figure. seaborn supplies the style.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+from moon.results import atomic_write_bytes, now_iso
 
 log = logging.getLogger(__name__)
 
@@ -20,12 +24,13 @@ DPI = 120
 
 
 def _new_figure(width: float, height: float):
-    """A figure on the Agg canvas (importing matplotlib here keeps ``import moon.report`` cheap)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    """A new figure, closed in pyplot at once: no figure manager keeps it alive, and a notebook
+    displays it only where it is returned (importing pyplot in a kernel registers the PNG
+    formatter that makes a returned figure show as an image)."""
+    import matplotlib.pyplot as plt
 
-    fig = Figure(figsize=(width, height), layout="constrained")
-    FigureCanvasAgg(fig)
+    fig = plt.figure(figsize=(width, height), layout="constrained")
+    plt.close(fig)
     return fig
 
 
@@ -117,10 +122,57 @@ def write_benchmark(out_dir: str | Path, dataset: str = "fashion_mnist", seed: i
     out.mkdir(parents=True, exist_ok=True)
     sets = benchmark_sets(dataset, seed)
     summary = {"dataset": dataset, "seed": seed,
-               "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+               "generated_at": now_iso(),
                "rows": [row for row, _, _ in sets]}
-    tmp = out / "benchmark.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2) + "\n")
-    tmp.replace(out / "benchmark.json")
+    atomic_write_bytes(out / "benchmark.json", (json.dumps(summary, indent=2) + "\n").encode())
     _save(_benchmark_figure(sets, 8, seed), out / "benchmark_grid.png")
     return summary
+
+
+def benchmark_table(path: str | Path = "results/benchmark/benchmark.json"):
+    """The benchmark page's table, read from :func:`write_benchmark`'s JSON: one row per ID split
+    and OOD set with its role, kind (id/near/far), image count, shape and source."""
+    import pandas as pd
+
+    rows = json.loads(Path(path).read_text())["rows"]
+    table = pd.DataFrame([{"set": r["name"], "kind": r["kind"], "images": r["n"],
+                           "shape": "x".join(str(v) for v in r["shape"]),
+                           "evaluated with": r["id_set"], "source": r["source"]} for r in rows])
+    return table.set_index("set")
+
+
+# --------------------------------------------------------------------------------------------------
+# One run
+# --------------------------------------------------------------------------------------------------
+ID_METRICS = ("accuracy", "nll", "brier", "ece", "mce", "adaptive_ece")
+PERCENT_METRICS = ("accuracy", "ece", "mce", "adaptive_ece")
+
+
+def id_table(result) -> "pd.DataFrame":
+    """ID test metrics of a run (over the K known classes), accuracy and calibration errors in %."""
+    import pandas as pd
+
+    rows = [{"metric": k, "value": result.id[k] * (100 if k in PERCENT_METRICS else 1),
+             "unit": "%" if k in PERCENT_METRICS else ""} for k in ID_METRICS if k in result.id]
+    return pd.DataFrame(rows).set_index("metric")
+
+
+def plot_history(result, path: str | Path | None = None):
+    """Per-epoch training curves of one run: loss, train/validation accuracy, alpha and the drop
+    fraction of the last topology update."""
+    import pandas as pd
+    import seaborn as sns
+
+    hist = pd.DataFrame(result.history)
+    fig = _new_figure(12, 3.2)
+    axes = fig.subplots(1, 3)
+    sns.lineplot(data=hist, x="epoch", y="train_loss", ax=axes[0], marker="o")
+    acc = hist.melt(id_vars="epoch", value_vars=["train_acc", "val_acc"], var_name="split",
+                    value_name="accuracy")
+    sns.lineplot(data=acc, x="epoch", y="accuracy", hue="split", ax=axes[1], marker="o")
+    sched = hist.melt(id_vars="epoch", value_vars=["alpha", "drop_fraction"], var_name="schedule")
+    sns.lineplot(data=sched.dropna(), x="epoch", y="value", hue="schedule", ax=axes[2], marker="o")
+    cfg = result.config
+    fig.suptitle(f"{cfg['model']} {cfg['method']} density {cfg['density']} "
+                 f"(unknown class {cfg['unknown_class']}, averaging {cfg['averaging']})")
+    return _save(fig, path)

@@ -260,8 +260,9 @@ def provenance(device: str) -> dict:
     ``git_dirty`` is whether tracked files differ from ``HEAD`` (``git status --porcelain
     --untracked-files=no``; None without git).
     """
-    import moon
     import torch
+
+    import moon
 
     sha = _git("rev-parse", "HEAD")
     status = _git("status", "--porcelain", "--untracked-files=no") if sha is not None else None

@@ -12,8 +12,15 @@ from moon.config import RunConfig
 from moon.data import load_id
 from moon.evaluate import evaluate
 from moon.masking import maskable_parameters
-from moon.results import (RESULT_FILE, RunResult, atomic_torch_save, load_result, now_iso,
-                          provenance, save_result)
+from moon.results import (
+    RESULT_FILE,
+    RunResult,
+    atomic_torch_save,
+    load_result,
+    now_iso,
+    provenance,
+    save_result,
+)
 from moon.train import CHECKPOINT, Trainer, resolve_device
 
 log = logging.getLogger(__name__)
@@ -21,13 +28,13 @@ MODEL_FILE = "model.pt"
 
 
 def run(cfg: RunConfig, out_dir: str | Path | None = None, raise_on_failure: bool = True,
-        progress: bool = True) -> RunResult:
+        progress: bool | None = None) -> RunResult:
     """Train and evaluate ``cfg``; write ``out_dir/result.json`` (and the evaluated ``model.pt``).
 
     With ``cfg.resume`` a finished result in ``out_dir`` with the same configuration is returned as
     it is, and an interrupted run continues from its last epoch checkpoint. A failure (a diverged
     loss, missing data, ...) is recorded as ``status: "failed"`` with the message, then re-raised
-    unless ``raise_on_failure`` is False.
+    unless ``raise_on_failure`` is False. ``progress``: the tqdm bar (None: on a terminal only).
     """
     out = Path(out_dir) if out_dir is not None else None
     if out is not None and cfg.resume:
@@ -53,7 +60,7 @@ def run(cfg: RunConfig, out_dir: str | Path | None = None, raise_on_failure: boo
 
 
 def _train_and_evaluate(cfg: RunConfig, device: torch.device, out: Path | None,
-                        result: RunResult, progress: bool) -> None:
+                        result: RunResult, progress: bool | None) -> None:
     data = load_id(cfg.dataset)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)

@@ -17,6 +17,7 @@ atomically after every epoch; ``resume`` continues from it and ends with the sam
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from moon import schedules
 from moon.averaging import WeightAverager
@@ -93,7 +94,11 @@ class Trainer:
     """Holds everything that changes during training and can be checkpointed."""
 
     def __init__(self, cfg: RunConfig, data: IDData, device: torch.device,
-                 out_dir: Path | None = None, progress: bool = True):
+                 out_dir: Path | None = None, progress: bool | None = None):
+        """``progress``: show the tqdm bar; None shows it on a terminal only (not in notebooks or
+        logs, where every refresh would become a line of output)."""
+        if progress is None:
+            progress = sys.stderr.isatty()
         self.cfg, self.data, self.device, self.out_dir, self.progress = cfg, data, device, out_dir, progress
         torch.manual_seed(cfg.seed)
         self.model = model_for(cfg).to(device)

@@ -4,7 +4,8 @@ import dataclasses
 
 import pytest
 
-from moon.config import PRESETS, RunConfig, field_names, from_params, parse_overrides
+from moon.config import (PRESETS, RunConfig, field_names, from_namespace, from_params,
+                         parse_overrides)
 
 
 def test_defaults_are_valid_and_frozen():
@@ -106,3 +107,10 @@ def test_parse_overrides_types_values_from_the_fields():
         parse_overrides(["foo=1"])
     with pytest.raises(ValueError, match="key=value"):
         parse_overrides(["density"])
+
+
+def test_from_namespace_lets_presets_fill_fields_left_at_default():
+    namespace = RunConfig().to_dict() | {"density": 0.02, "unrelated": 1}
+    cfg = from_namespace(namespace, preset="smoke")
+    assert cfg.density == 0.02 and cfg.epochs == PRESETS["smoke"]["epochs"]
+    assert from_namespace(namespace).epochs == RunConfig().epochs
