@@ -74,7 +74,11 @@ class RunConfig:
     max_eval_samples: int = 0           # cap on test and each OOD set's images (0: all)
     ood_sets: str = AUTO                # comma-separated OOD set names; auto: the dataset's offline sets
     detectors: str = AUTO               # comma-separated detector names; auto: all that apply
-    eval_batch_size: int = 2048         # batch size for evaluation passes
+    eval_batch_size: int = 512          # batch size for evaluation passes (CPU-friendly)
+    fit_samples: int = 10000            # ID training images detectors are fitted on (0: all)
+    dice_p: float = 90.0                # DICE: percentile of the head's active contributions dropped
+    react_p: float = 90.0               # ReAct: features clipped at this percentile of ID activations
+    knn_k: int = 50                     # KNN: distance to the k-th nearest ID training feature
 
     # --- execution ----------------------------------------------------------------------------------
     seed: int = 0                       # seeds weights, masks, data order and OOD set sampling
@@ -322,8 +326,16 @@ def _check_execution(cfg: RunConfig) -> None:
         raise _bad("seed", cfg.seed, "an integer >= 0")
     if cfg.max_train_samples < 0:
         raise _bad("max_train_samples", cfg.max_train_samples, "an integer >= 0 (0: all)")
+    if cfg.fit_samples < 0:
+        raise _bad("fit_samples", cfg.fit_samples, "an integer >= 0 (0: all)")
     if cfg.max_eval_samples < 0:
         raise _bad("max_eval_samples", cfg.max_eval_samples, "an integer >= 0 (0: all)")
+    if not 0.0 <= cfg.dice_p < 100.0:
+        raise _bad("dice_p", cfg.dice_p, "a percentile in [0, 100); 0 is the energy score")
+    if not 0.0 < cfg.react_p <= 100.0:
+        raise _bad("react_p", cfg.react_p, "a percentile in (0, 100]")
+    if cfg.knn_k < 1:
+        raise _bad("knn_k", cfg.knn_k, "an integer >= 1")
     if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", cfg.device):
         raise _bad("device", cfg.device, "auto, cpu, mps, cuda or cuda:N")
 

@@ -1,7 +1,11 @@
-"""Evaluation of a trained model: ID calibration on the test set (and, with the detectors, OOD).
+"""Evaluation of the model a run reports: ID calibration and every detector on every OOD set.
 
-Accuracy, NLL, Brier and the calibration errors are computed over the K known classes: with a K+1
-head the unknown logit is left out and the K known logits are renormalised (design.md, section 3).
+Logits once, scores many: one forward pass per dataset (:func:`moon.train.extract`), then every
+score, detector and metric works on those tensors. Accuracy, NLL, Brier and the calibration errors
+are over the K known classes (with a K+1 head the unknown logit is left out and the K known logits
+renormalised; design.md section 3). Besides the metrics, compact curve data go into the result so
+figures can be drawn without the model: the reliability diagram, ROC curves on a fixed FPR grid and
+score histograms (``result.extra["curves"]``).
 """
 
 from __future__ import annotations
@@ -10,14 +14,21 @@ import dataclasses
 import time
 from typing import Any
 
+import numpy as np
 import torch
+from sklearn.metrics import roc_curve
 from torch import nn
 
 from moon.config import RunConfig
-from moon.data import IDData
+from moon.data import OOD_SETS, IDData
+from moon.detectors import Detector, make_detector
 from moon.loaders import TensorLoader
-from moon.metrics import calibration
-from moon.train import Outputs, extract
+from moon.metrics import calibration, ood_metrics, reliability
+from moon.ood import load_ood
+from moon.train import extract
+
+FPR_GRID = np.linspace(0.0, 1.0, 101)
+HIST_BINS = 40
 
 
 def capped(x: torch.Tensor, y: torch.Tensor | None, limit: int):
@@ -27,17 +38,100 @@ def capped(x: torch.Tensor, y: torch.Tensor | None, limit: int):
     return x, y
 
 
-def test_outputs(model: nn.Module, data: IDData, cfg: RunConfig, device: torch.device) -> Outputs:
-    """Logits and features of the (capped) ID test set."""
-    x, y = capped(data.test_x, data.test_y, cfg.max_eval_samples)
-    loader = TensorLoader(x, y, data.mean, data.std, cfg.eval_batch_size, device=device)
-    return extract(model, loader, device)
+def _loader(x: torch.Tensor, y: torch.Tensor | None, data: IDData, cfg: RunConfig, device):
+    labels = y if y is not None else torch.full((len(x),), -1, dtype=torch.long)
+    return TensorLoader(x, labels, data.mean, data.std, cfg.eval_batch_size, device=device)
 
 
-def evaluate(model: nn.Module, data: IDData, cfg: RunConfig, device: torch.device
-             ) -> tuple[dict[str, Any], dict[str, Any], float]:
-    """``(id_metrics, ood_metrics, seconds)`` for the model that the run reports."""
+def detector_options(cfg: RunConfig) -> dict[str, dict[str, Any]]:
+    return {"dice": {"p": cfg.dice_p}, "react": {"p": cfg.react_p}, "knn": {"k": cfg.knn_k}}
+
+
+def fit_subset(data: IDData, cfg: RunConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ID training images detectors are fitted on: a seeded random ``fit_samples`` of the
+    training split (of the run's subset when ``max_train_samples`` caps it)."""
+    x, y = data.train_x, data.train_y
+    limit = min(v for v in (cfg.fit_samples, cfg.max_train_samples, len(y)) if v > 0)
+    if limit < len(y):
+        keep = torch.randperm(len(y), generator=torch.Generator().manual_seed(cfg.seed))[:limit]
+        x, y = x[keep], y[keep]
+    return x, y
+
+
+def fit_detectors(model: nn.Module, data: IDData, cfg: RunConfig, device) -> dict[str, Detector]:
+    """Every detector of ``cfg``, fitted on :func:`fit_subset` of the ID training split."""
+    options = detector_options(cfg)
+    detectors = {name: make_detector(name, model, data.num_classes, **options.get(name, {}))
+                 for name in cfg.detector_list}
+    if any(d.needs_fit for d in detectors.values()):
+        train = extract(model, _loader(*fit_subset(data, cfg), data, cfg, device), device)
+        for det in detectors.values():
+            det.fit(train)
+    return detectors
+
+
+def evaluate(model: nn.Module, data: IDData, cfg: RunConfig, device: torch.device) -> dict[str, Any]:
+    """``{"id", "ood", "ood_summary", "curves", "seconds"}`` for the model the run reports."""
     start = time.perf_counter()
-    test = test_outputs(model, data, cfg, device)
-    id_metrics = dataclasses.asdict(calibration(test.logits, test.labels, num_known=data.num_classes))
-    return id_metrics, {}, time.perf_counter() - start
+    x, y = capped(data.test_x, data.test_y, cfg.max_eval_samples)
+    test_loader = _loader(x, y, data, cfg, device)
+    test = extract(model, test_loader, device)
+    cal = calibration(test.logits, test.labels, num_known=data.num_classes)
+    probs = torch.softmax(test.logits[:, :data.num_classes].double(), dim=1)
+    conf, pred = probs.max(dim=1)
+    curves: dict[str, Any] = {"reliability": dataclasses.asdict(
+        reliability(conf, pred == test.labels))}
+    detectors = fit_detectors(model, data, cfg, device)
+    id_scores = {name: det.score(test, test_loader) for name, det in detectors.items()}
+    ood, ood_scores = {}, {}
+    for name in cfg.ood_set_list:
+        ox, _ = capped(load_ood(name, data, seed=cfg.seed), None, cfg.max_eval_samples)
+        loader = _loader(ox, None, data, cfg, device)
+        outputs = extract(model, loader, device)
+        ood_scores[name] = {d: det.score(outputs, loader) for d, det in detectors.items()}
+        ood[name] = {d: dataclasses.asdict(ood_metrics(id_scores[d], s))
+                     for d, s in ood_scores[name].items()}
+    curves.update(score_curves(id_scores, ood_scores))
+    id_metrics = dataclasses.asdict(cal)
+    if "dice" in detectors:
+        id_metrics["dice_kept_fraction"] = detectors["dice"].kept_fraction
+    return {"id": id_metrics, "ood": ood, "ood_summary": near_far_means(ood), "curves": curves,
+            "seconds": time.perf_counter() - start}
+
+
+def near_far_means(ood: dict[str, dict[str, dict[str, float]]]) -> dict[str, Any]:
+    """Unweighted means over the near and over the far OOD sets, per detector and metric."""
+    out: dict[str, Any] = {}
+    for kind in ("near", "far"):
+        sets = [s for s in ood if OOD_SETS[s].kind == kind]
+        if not sets:
+            continue
+        out[kind] = {d: {m: float(np.mean([ood[s][d][m] for s in sets])) for m in ood[sets[0]][d]}
+                     for d in ood[sets[0]]}
+    return out
+
+
+def score_curves(id_scores: dict[str, torch.Tensor],
+                 ood_scores: dict[str, dict[str, torch.Tensor]]) -> dict[str, Any]:
+    """ROC curves (TPR on a fixed 101-point FPR grid; ID positive) and 40-bin score histograms with
+    edges spanning the 0.5th-99.5th percentiles of all scores of a detector."""
+    roc: dict[str, Any] = {"fpr": FPR_GRID.tolist(), "tpr": {}}
+    hist: dict[str, Any] = {}
+    for det, ids in id_scores.items():
+        ids = ids.double().numpy()
+        everything = np.concatenate([ids] + [ood_scores[s][det].double().numpy() for s in ood_scores])
+        lo, hi = np.percentile(everything, [0.5, 99.5])
+        edges = np.linspace(lo, hi if hi > lo else lo + 1.0, HIST_BINS + 1)
+        hist[det] = {"edges": edges.tolist(), "id": _counts(ids, edges)}
+        for name in ood_scores:
+            ood = ood_scores[name][det].double().numpy()
+            hist[det][name] = _counts(ood, edges)
+            y = np.r_[np.ones(len(ids)), np.zeros(len(ood))]
+            fpr, tpr, _ = roc_curve(y, np.r_[ids, ood])
+            roc["tpr"].setdefault(name, {})[det] = np.interp(FPR_GRID, fpr, tpr).tolist()
+    return {"roc": roc, "hist": hist, "ood_kind": {s: OOD_SETS[s].kind for s in ood_scores}}
+
+
+def _counts(values: np.ndarray, edges: np.ndarray) -> list[int]:
+    """Histogram counts, values outside the edges clipped into the first and last bins."""
+    return np.histogram(np.clip(values, edges[0], edges[-1]), bins=edges)[0].tolist()

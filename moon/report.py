@@ -176,3 +176,168 @@ def plot_history(result, path: str | Path | None = None):
     fig.suptitle(f"{cfg['model']} {cfg['method']} density {cfg['density']} "
                  f"(unknown class {cfg['unknown_class']}, averaging {cfg['averaging']})")
     return _save(fig, path)
+
+
+# --------------------------------------------------------------------------------------------------
+# Many runs: one flat frame, then tables over seeds
+# --------------------------------------------------------------------------------------------------
+OOD_METRICS = ("auroc", "aupr_in", "aupr_out", "fpr95")
+PERCENT_COLUMNS = PERCENT_METRICS + OOD_METRICS
+SUMMARY_METRICS = ("id.accuracy", "id.ece", "id.nll", "ood.near.msp.auroc", "ood.far.msp.auroc")
+
+
+def moon_label(config: dict) -> str:
+    """Which MOON parts a run used: "MOON" (unknown class and averaging), "unknown class",
+    "averaging" or "baseline" (from the config fields ``unknown_class`` and ``averaging``)."""
+    unknown, averaging = bool(config.get("unknown_class")), bool(config.get("averaging"))
+    if unknown and averaging:
+        return "MOON"
+    return "unknown class" if unknown else ("averaging" if averaging else "baseline")
+
+
+def variant_label(config: dict) -> str:
+    """``method`` for a baseline run, ``method+MOON`` for a full MOON run, ``method+<part>`` when
+    only one MOON part (unknown class or averaging) is on."""
+    label = moon_label(config)
+    return config["method"] if label == "baseline" else f"{config['method']}+{label}"
+
+
+def is_percent(column: str) -> bool:
+    """Whether a metric column is shown x100 (accuracy, calibration errors, AUROC, AUPR, FPR@95)."""
+    return column.rsplit(".", 1)[-1] in PERCENT_COLUMNS
+
+
+def ood_kind(name: str, fallback: dict | None = None) -> str | None:
+    """"near" or "far" for an OOD set: ``moon.data.OOD_SETS``, else ``fallback`` (a result's
+    ``extra["curves"]["ood_kind"]``), else None."""
+    from moon.data import OOD_SETS
+
+    if name in OOD_SETS:
+        return OOD_SETS[name].kind
+    return (fallback or {}).get(name)
+
+
+def _as_results(results_or_root) -> list:
+    """RunResults from a results folder, one result file, a RunResult or a list of either."""
+    from moon.results import RunResult, load_result, load_results
+
+    if isinstance(results_or_root, (str, Path)):
+        path = Path(results_or_root)
+        return load_results(path, status=None) if path.is_dir() else [load_result(path)]
+    if isinstance(results_or_root, RunResult):
+        return [results_or_root]
+    return [r if isinstance(r, RunResult) else load_result(r) for r in results_or_root]
+
+
+def _with_kind_means(frame: "pd.DataFrame") -> "pd.DataFrame":
+    """Add ``ood.near.<detector>.<metric>`` and ``ood.far...``: the unweighted mean over a row's OOD
+    sets of that kind (sets a row lacks, or with a missing value, are left out of its mean)."""
+    import pandas as pd
+
+    groups: dict[str, list[str]] = {}
+    for column in frame.columns:
+        parts = column.split(".")
+        if len(parts) == 4 and parts[0] == "ood" and ood_kind(parts[1]) is not None:
+            groups.setdefault(f"ood.{ood_kind(parts[1])}.{parts[2]}.{parts[3]}", []).append(column)
+    means = {name: frame[cols].apply(pd.to_numeric, errors="coerce").mean(axis=1)
+             for name, cols in sorted(groups.items())}
+    return pd.concat([frame, pd.DataFrame(means, index=frame.index)], axis=1)
+
+
+def results_frame(results_or_root) -> "pd.DataFrame":
+    """One row per complete run (:func:`moon.results.flatten`), read from a results folder, a list of
+    RunResults or a list of result paths. Adds ``moon`` (:func:`moon_label`), ``variant``
+    (:func:`variant_label`) and the near/far means ``ood.{near,far}.<detector>.<metric>``; the
+    curve data in ``extra.curves`` is left out (it is not a table column)."""
+    import pandas as pd
+
+    from moon.results import flatten
+
+    results = [r for r in _as_results(results_or_root) if r.status == "complete"]
+    if not results:
+        raise ValueError(f"no complete results in {results_or_root!r}")
+    rows = []
+    for result in results:
+        row = {k: v for k, v in flatten(result).items() if not k.startswith("extra.curves.")}
+        row["moon"], row["variant"] = moon_label(result.config), variant_label(result.config)
+        rows.append(row)
+    return _with_kind_means(pd.DataFrame(rows))
+
+
+def _require(frame: "pd.DataFrame", columns) -> None:
+    """Raise ValueError naming the columns ``frame`` lacks."""
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise ValueError(f"frame has no column(s) {', '.join(missing)}; "
+                         f"it has {', '.join(map(str, frame.columns))}")
+
+
+def _mean_std(values, scale: float, decimals: int) -> str:
+    """"mean ± std" of ``values`` x ``scale`` (std over seeds, ddof 1; only the mean for one value)."""
+    values = values.dropna()
+    if values.empty:
+        return ""
+    text = f"{values.mean() * scale:.{decimals}f}"
+    return text if len(values) < 2 else f"{text} ± {values.std() * scale:.{decimals}f}"
+
+
+def summary_table(frame: "pd.DataFrame", metrics=None,
+                  by=("method", "density", "moon")) -> "pd.DataFrame":
+    """Mean ± std over the runs (seeds) of each ``by`` group, as strings such as "90.1 ± 0.3":
+    percent metrics (:func:`is_percent`) x100 with 1 decimal, others (NLL, Brier) with 3 decimals.
+    Column ``n`` counts the runs in the group; the index is ``by``. ``metrics=None`` takes those of
+    ``SUMMARY_METRICS`` the frame has; named metrics must all be columns."""
+    import pandas as pd
+
+    if metrics is None:
+        metrics = [m for m in SUMMARY_METRICS if m in frame.columns]
+    metrics, by = list(metrics), list(by)
+    _require(frame, metrics + by)
+    numeric = frame[metrics].apply(pd.to_numeric, errors="coerce")
+    groups = pd.concat([frame[by], numeric], axis=1).groupby(by, dropna=False, sort=True)
+    table = groups.size().to_frame("n")
+    for metric in metrics:
+        scale, decimals = (100.0, 1) if is_percent(metric) else (1.0, 3)
+        table[metric] = groups[metric].agg(lambda v, s=scale, d=decimals: _mean_std(v, s, d))
+    return table
+
+
+def ood_table(result, metric: str = "auroc") -> "pd.DataFrame":
+    """One run's OOD ``metric`` (x100, 1 decimal): detectors as rows, OOD sets as columns (near ones
+    first), then ``near mean`` and ``far mean`` (unweighted over the sets of that kind present)."""
+    import pandas as pd
+
+    if metric not in OOD_METRICS:
+        raise ValueError(f"metric={metric!r} is not an OOD metric; use one of {OOD_METRICS}")
+    fallback = result.extra.get("curves", {}).get("ood_kind", {})
+    sets = sorted(result.ood, key=lambda s: ood_kind(s, fallback) != "near")
+    table = pd.DataFrame({s: {d: m.get(metric) for d, m in result.ood[s].items()} for s in sets},
+                         dtype=float)
+    for kind in ("near", "far"):
+        of_kind = [s for s in sets if ood_kind(s, fallback) == kind]
+        if of_kind:
+            table[f"{kind} mean"] = table[of_kind].mean(axis=1)
+    table.index.name, table.columns.name = "detector", metric
+    return (table * 100).round(1)
+
+
+def density_summary(frame: "pd.DataFrame", metric: str = "id.accuracy",
+                    hue: str = "variant", confidence: float = 0.95) -> "pd.DataFrame":
+    """Per (``hue``, density) cell: runs ``n``, ``mean``, ``std`` (ddof 1) and the t-interval
+    ``low``/``high`` = mean ∓ t((1+confidence)/2, n-1) · std / sqrt(n), in the frame's units (NaN
+    for one run). ``dense`` is True where every run of the cell has method "dense"."""
+    import numpy as np
+    import pandas as pd
+    from scipy import stats
+
+    _require(frame, [metric, hue, "density", "method"])
+    data = pd.DataFrame({hue: frame[hue], "density": frame["density"].astype(float),
+                         "value": pd.to_numeric(frame[metric], errors="coerce"),
+                         "is_dense": frame["method"] == "dense"}).dropna(subset=["value"])
+    summary = data.groupby([hue, "density"], sort=True).agg(
+        n=("value", "size"), mean=("value", "mean"), std=("value", "std"),
+        dense=("is_dense", "all")).reset_index()
+    dof = (summary["n"] - 1).where(summary["n"] > 1)
+    half = stats.t.ppf((1 + confidence) / 2, dof) * summary["std"] / np.sqrt(summary["n"])
+    summary["low"], summary["high"] = summary["mean"] - half, summary["mean"] + half
+    return summary

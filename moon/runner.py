@@ -70,7 +70,10 @@ def _train_and_evaluate(cfg: RunConfig, device: torch.device, out: Path | None,
     model = trainer.fit()
     result.history = trainer.history
     result.masks = mask_summary(trainer, model)
-    result.id, result.ood, eval_seconds = evaluate(model, data, cfg, device)
+    evaluation = evaluate(model, data, cfg, device)
+    result.id, result.ood, eval_seconds = evaluation["id"], evaluation["ood"], evaluation["seconds"]
+    result.extra["ood_summary"] = evaluation["ood_summary"]
+    result.extra["curves"] = evaluation["curves"]
     images = cfg.epochs * len(trainer.loaders.train.labels)
     result.timing = {"train_seconds": trainer.train_seconds, "eval_seconds": eval_seconds,
                      "train_images_per_second": images / max(trainer.train_seconds, 1e-9)}

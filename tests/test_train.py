@@ -129,6 +129,10 @@ def test_update_steps_skip_the_optimizer_and_averaging_keeps_the_mask(tiny_fashi
     for name, p in dict(model.named_parameters()).items():
         if name in trainer.masking.masks:
             assert torch.all(p[~trainer.masking.masks[name]] == 0)
+    for name, p in trainer.masking.params.items():   # the trainer's (fused) SGD state, too
+        inactive = ~trainer.masking.masks[name]
+        assert torch.all(p[inactive] == 0)
+        assert torch.all(trainer.optimizer.state[p]["momentum_buffer"][inactive] == 0)
     counts = layer_counts(trainer.masking.target, {n: m.shape for n, m in trainer.masking.masks.items()})
     assert {n: int(m.sum()) for n, m in trainer.masking.masks.items()} == counts
 

@@ -1,0 +1,243 @@
+"""Figures of reliability and of metrics against density, from result files (what the book calls).
+
+Per-run figures read the curve data that evaluation stores in ``result.extra["curves"]``:
+``reliability`` (per confidence bin: edges, mean confidence, accuracy, count), ``roc`` (TPR on a
+shared FPR grid per OOD set and detector), ``hist`` (score histograms of ID and each OOD set per
+detector, on shared edges) and ``ood_kind`` (near/far per set). Figures over many runs read the frame
+of :func:`moon.report.results_frame`. Like :mod:`moon.report`, every function returns its figure and
+saves it as PNG when given a path. Metrics are fractions in the files; axes show them in %.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from moon.report import (_new_figure, _save, density_summary, is_percent, ood_kind,
+                         variant_label)
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+log = logging.getLogger(__name__)
+
+GRID_METRICS = ("id.accuracy", "id.ece", "ood.near.msp.auroc", "ood.far.msp.auroc")
+MAX_COLUMNS = 6
+
+
+def _curves(result, key: str) -> dict:
+    """``result.extra["curves"][key]``, or a ValueError naming the run and what is missing."""
+    curves = result.extra.get("curves") or {}
+    if key not in curves:
+        cfg = result.config
+        raise ValueError(f"run {cfg.get('method')} density {cfg.get('density')} seed "
+                         f"{cfg.get('seed')} has no extra['curves']['{key}'] (evaluated before "
+                         "curves were stored? re-run its evaluation)")
+    return curves[key]
+
+
+def _ood_sets(result, names) -> list[str]:
+    """``names`` with the near sets first (kinds from OOD_SETS, else the run's ``ood_kind``)."""
+    kinds = (result.extra.get("curves") or {}).get("ood_kind", {})
+    return sorted(names, key=lambda s: ood_kind(s, kinds) != "near")
+
+
+def _auroc(result, ood_set: str, detector: str) -> str:
+    """" AUROC x.x%" from the run's metrics, or "" when it has none for this set and detector."""
+    value = result.ood.get(ood_set, {}).get(detector, {}).get("auroc")
+    return "" if value is None else f"AUROC {100 * value:.1f}%"
+
+
+# --------------------------------------------------------------------------------------------------
+# One run
+# --------------------------------------------------------------------------------------------------
+def _reliability_panel(ax, ax_count, rel: dict, show_legend: bool) -> None:
+    """Accuracy bars per confidence bin with the gap to the bin's mean confidence and the diagonal
+    (perfect calibration: accuracy = confidence), and the share of test images per bin below."""
+    import numpy as np
+
+    lower, upper = 100 * np.asarray(rel["bin_lower"]), 100 * np.asarray(rel["bin_upper"])
+    acc = 100 * np.array([np.nan if a is None else a for a in rel["accuracy"]], dtype=float)
+    conf = 100 * np.array([np.nan if c is None else c for c in rel["confidence"]], dtype=float)
+    count = np.asarray(rel["count"], dtype=float)
+    width = upper - lower
+    ax.bar(lower, acc, width, align="edge", color="C0", edgecolor="white", label="accuracy")
+    ax.bar(lower, conf - acc, width, bottom=acc, align="edge", color="C3", alpha=0.3,
+           edgecolor="C3", hatch="//", label="gap to confidence")
+    ax.plot([0, 100], [0, 100], ls="--", color="grey", lw=1)
+    ax.set(xlim=(0, 100), ylim=(0, 100), ylabel="accuracy (%)")
+    ax.tick_params(labelbottom=False)
+    if show_legend:
+        ax.legend(loc="upper left", fontsize=7)
+    share = 100 * count / max(count.sum(), 1.0)
+    ax_count.bar(lower, share, width, align="edge", color="grey", edgecolor="white")
+    ax_count.set(xlim=(0, 100), xlabel="confidence (%)", ylabel="images (%)")
+
+
+def reliability_diagram(result_or_results, path: str | Path | None = None,
+                        title: str | None = None):
+    """Reliability diagram of one run, or one panel per run (small multiples, at most 6 columns):
+    accuracy per confidence bin against the diagonal, the share of images per bin below it. Panel
+    titles read "variant density ECE x.x%" (ECE = sum_b n_b/n |acc_b - conf_b|, Guo et al. 2017)."""
+    import seaborn as sns
+
+    results = result_or_results if isinstance(result_or_results, (list, tuple)) else [result_or_results]
+    ncols = min(len(results), MAX_COLUMNS)
+    nrows = math.ceil(len(results) / ncols)
+    with sns.axes_style("whitegrid"):
+        fig = _new_figure(3.0 * ncols, 3.6 * nrows)
+        grid = fig.add_gridspec(2 * nrows, ncols, height_ratios=[3, 1] * nrows)
+        for i, result in enumerate(results):
+            r, c = divmod(i, ncols)
+            ax = fig.add_subplot(grid[2 * r, c])
+            ax_count = fig.add_subplot(grid[2 * r + 1, c], sharex=ax)
+            _reliability_panel(ax, ax_count, _curves(result, "reliability"), i == 0)
+            cfg, ece = result.config, result.id.get("ece")
+            ece_text = "" if ece is None else f" ECE {100 * ece:.1f}%"
+            ax.set_title(f"{variant_label(cfg)} {cfg['density']:g}{ece_text}", fontsize=9)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+def score_histograms(result, detector: str = "msp", path: str | Path | None = None):
+    """One panel per OOD set: the ID test scores' histogram against that set's, each normalised to
+    unit area (count / (total · bin width)) on the stored shared edges; higher = more ID."""
+    import numpy as np
+    import pandas as pd
+    import seaborn as sns
+
+    hists = _curves(result, "hist")
+    if detector not in hists:
+        raise ValueError(f"detector={detector!r} has no stored histogram; have {', '.join(hists)}")
+    hist = hists[detector]
+    edges = np.asarray(hist["edges"], dtype=float)
+    centres = (edges[:-1] + edges[1:]) / 2
+    sets = _ood_sets(result, [k for k in hist if k not in ("edges", "id")])
+    kinds = (result.extra.get("curves") or {}).get("ood_kind", {})
+    with sns.axes_style("whitegrid"):
+        fig = _new_figure(3.6 * len(sets), 3.0)
+        axes = fig.subplots(1, len(sets), squeeze=False)[0]
+    for ax, name in zip(axes, sets):
+        long = pd.DataFrame({"score": np.concatenate([centres, centres]),
+                             "count": np.concatenate([hist["id"], hist[name]]),
+                             "data": ["ID"] * len(centres) + [name] * len(centres)})
+        sns.histplot(long, x="score", weights="count", hue="data", bins=edges.tolist(), stat="density",
+                     common_norm=False, element="step", ax=ax, palette=["C0", "C3"])
+        sns.move_legend(ax, "best", title=None, fontsize=7)
+        ax.set_title(f"{name} ({ood_kind(name, kinds)}): {_auroc(result, name, detector)}",
+                     fontsize=9)
+        ax.set(xlabel=f"{detector} score", ylabel="density")
+    return _save(fig, path)
+
+
+def roc_curves(result, detector: str = "msp", path: str | Path | None = None):
+    """ROC of ``detector`` per OOD set (ID positive: TPR = share of ID scores above the threshold,
+    FPR = share of OOD scores above it), near sets solid and far sets dashed; legend with AUROC."""
+    import numpy as np
+    import pandas as pd
+    import seaborn as sns
+
+    roc = _curves(result, "roc")
+    fpr = 100 * np.asarray(roc["fpr"], dtype=float)
+    kinds = (result.extra.get("curves") or {}).get("ood_kind", {})
+    frames = []
+    for name in _ood_sets(result, [s for s in roc["tpr"] if detector in roc["tpr"][s]]):
+        label = f"{name} ({ood_kind(name, kinds)}) {_auroc(result, name, detector)}".strip()
+        frames.append(pd.DataFrame({"FPR (%)": fpr, "TPR (%)": 100 * np.asarray(
+            roc["tpr"][name][detector], dtype=float), "set": label,
+            "kind": ood_kind(name, kinds) or "far"}))
+    if not frames:
+        raise ValueError(f"detector={detector!r} has no stored ROC curve")
+    with sns.axes_style("whitegrid"):
+        fig = _new_figure(4.8, 4.2)
+        ax = fig.subplots()
+    sns.lineplot(pd.concat(frames), x="FPR (%)", y="TPR (%)", hue="set", style="kind",
+                 style_order=["near", "far"], dashes={"near": "", "far": (4, 2)},
+                 estimator=None, sort=False, ax=ax)
+    ax.plot([0, 100], [0, 100], ls=":", color="grey", lw=1)
+    ax.set(xlim=(0, 100), ylim=(0, 100.5), title=f"ROC, {detector} score (ID positive)")
+    ax.legend(fontsize=7, loc="lower right")
+    return _save(fig, path)
+
+
+# --------------------------------------------------------------------------------------------------
+# Many runs: metrics against density
+# --------------------------------------------------------------------------------------------------
+def _density_axis(ax, densities) -> None:
+    """Log-scaled x axis with the run densities as its only ticks ("1 (dense)" for 1.0)."""
+    ticks = sorted(set(densities))
+    ax.set_xscale("log")
+    ax.minorticks_off()
+    ax.set_xticks(ticks, [("1 (dense)" if d == 1.0 else f"{d:g}") for d in ticks])
+    ax.set_xlabel("density (log scale)")
+
+
+def density_curves(frame: "pd.DataFrame", metric: str = "id.accuracy", hue: str = "variant",
+                   path: str | Path | None = None, ax=None, legend: bool = True):
+    """``metric`` against density, one line per ``hue`` value: the mean over seeds with a band for
+    the 95% t-interval (:func:`moon.report.density_summary`; no band for one seed). Dense runs
+    (density 1) are a point with its interval and a dotted reference line. The plotted summary (in
+    the frame's units) is attached as ``ax.summary``, and ``fig.summary`` when the figure is new."""
+    import seaborn as sns
+
+    summary = density_summary(frame, metric, hue)
+    scale = 100.0 if is_percent(metric) else 1.0
+    new = ax is None
+    if new:
+        with sns.axes_style("whitegrid"):
+            fig = _new_figure(5.5, 3.8)
+            ax = fig.subplots()
+    fig = ax.figure
+    hues = sorted(frame[hue].dropna().unique())      # the frame's, so panels share colours
+    palette = dict(zip(hues, sns.color_palette(n_colors=len(hues))))
+    for value in dict.fromkeys(summary[hue]):
+        cells = summary[summary[hue] == value]
+        sparse, dense = cells[~cells["dense"]], cells[cells["dense"]]
+        color, label = palette[value], str(value)
+        if len(sparse):
+            ax.plot(sparse["density"], scale * sparse["mean"], marker="o", color=color, label=label)
+            ax.fill_between(sparse["density"], scale * sparse["low"], scale * sparse["high"],
+                            color=color, alpha=0.2, linewidth=0)
+            label = None
+        for _, cell in dense.iterrows():
+            err = scale * (cell["high"] - cell["mean"])
+            ax.errorbar(1.0, scale * cell["mean"], yerr=None if math.isnan(err) else err, marker="s",
+                        color=color, capsize=3, label=label)
+            ax.axhline(scale * cell["mean"], color=color, ls=":", lw=1)
+            label = None
+    _density_axis(ax, summary["density"])
+    ax.set_ylabel(f"{metric} (%)" if scale == 100 else metric)
+    if legend:
+        ax.legend(fontsize=7, title=hue, title_fontsize=7)
+    ax.summary = summary
+    if new:
+        fig.summary = summary
+    return _save(fig, path)
+
+
+def density_grid(frame: "pd.DataFrame", metrics=GRID_METRICS, hue: str = "variant",
+                 path: str | Path | None = None):
+    """Several :func:`density_curves` panels in one figure (legend on the first); metrics the frame
+    lacks are skipped with a warning. ``fig.summary`` maps each metric to its plotted summary."""
+    import seaborn as sns
+
+    present = [m for m in metrics if m in frame.columns]
+    for metric in (m for m in metrics if m not in present):
+        log.warning("density_grid: the frame has no column %s; skipped", metric)
+    if not present:
+        raise ValueError(f"the frame has none of the metrics {', '.join(metrics)}")
+    ncols = 2 if len(present) in (2, 4) else min(len(present), 3)
+    nrows = math.ceil(len(present) / ncols)
+    with sns.axes_style("whitegrid"):
+        fig = _new_figure(4.6 * ncols, 3.4 * nrows)
+        axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax in axes[len(present):]:
+        fig.delaxes(ax)
+    for i, (ax, metric) in enumerate(zip(axes, present)):
+        density_curves(frame, metric, hue=hue, ax=ax, legend=i == 0)
+        ax.set_title(metric, fontsize=9)
+    fig.summary = {metric: ax.summary for ax, metric in zip(axes, present)}
+    return _save(fig, path)
