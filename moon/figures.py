@@ -1,4 +1,7 @@
-"""Figures of reliability and of metrics against density, from result files (what the book calls).
+"""Figures from result files and datasets (what the book calls), drawn with seaborn.
+
+Every function returns its figure (closed in pyplot, so nothing global keeps it alive) and saves it
+as PNG when given a path; a notebook displays the returned figure.
 
 Per-run figures read the curve data that evaluation stores in ``result.extra["curves"]``:
 ``reliability`` (per confidence bin: edges, mean confidence, accuracy, count), ``roc`` (TPR on a
@@ -15,13 +18,109 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from moon.report import (_new_figure, _save, density_summary, is_percent, ood_kind,
-                         variant_label)
+import torch
+
+from moon.report import (
+    density_summary,
+    is_percent,
+    ood_kind,
+    variant_label,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
 
 log = logging.getLogger(__name__)
+
+DPI = 120
+
+
+def new_figure(width: float, height: float):
+    """A new figure, closed in pyplot at once: no figure manager keeps it alive, and a notebook
+    displays it only where it is returned (importing pyplot in a kernel registers the PNG
+    formatter that makes a returned figure show as an image)."""
+    import matplotlib.pyplot as plt
+
+    fig = plt.figure(figsize=(width, height), layout="constrained")
+    plt.close(fig)
+    return fig
+
+
+def _show(ax, image: torch.Tensor) -> None:
+    """Draw one uint8 ``[C, H, W]`` image on ``ax`` without ticks or frame."""
+    if image.shape[0] == 1:
+        ax.imshow(image[0].numpy(), cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+    else:
+        ax.imshow(image.permute(1, 2, 0).numpy(), interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+
+
+def _id_examples(images: torch.Tensor, labels: torch.Tensor, count: int) -> list[int]:
+    """Indices of ``count`` training images cycling through the classes: 0, 1, 2, ..., 0, 1, ..."""
+    classes = labels.unique().tolist()
+    firsts = {c: (labels == c).nonzero().flatten().tolist() for c in classes}
+    return [firsts[classes[i % len(classes)]][i // len(classes)] for i in range(count)]
+
+
+def benchmark_figure(sets: list, n_per_row: int, seed: int):
+    """Grid with one row per benchmark set; ``sets`` as returned by ``moon.data.benchmark_sets``."""
+    import seaborn as sns
+
+    rows = [s for s in sets if s[0]["role"] in ("id-train", "ood")]
+    class_names = rows[0][0]["classes"]
+    ncols = max(n_per_row, len(class_names)) if len(class_names) <= 12 else n_per_row
+    with sns.axes_style("white"):
+        fig = new_figure(1.0 * ncols + 1.6, 1.15 * len(rows) + 0.4)
+        axes = fig.subplots(len(rows), ncols, squeeze=False)
+    g = torch.Generator().manual_seed(seed)
+    for r, (row, images, labels) in enumerate(rows):
+        if labels is not None:
+            picks = _id_examples(images, labels, ncols)
+        else:
+            picks = torch.randperm(len(images), generator=g)[:ncols].tolist()
+        for c in range(ncols):
+            ax = axes[r, c]
+            if c < len(picks):
+                _show(ax, images[picks[c]])
+                if labels is not None:
+                    ax.set_title(class_names[int(labels[picks[c]])], fontsize=7)
+            else:
+                ax.axis("off")
+        label = f"{row['name']}\n{row['kind']} · {row['n']:,}"
+        if row["id_set"] != rows[0][0]["id_set"]:
+            label += f"\n(OOD for {row['id_set']})"
+        axes[r, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
+    fig.suptitle(f"Benchmark: {rows[0][0]['id_set']} in-distribution and its offline OOD sets",
+                 fontsize=10)
+    return fig
+
+
+def plot_benchmark_grid(dataset: str = "fashion_mnist", n_per_row: int = 8, seed: int = 0,
+                        path: str | Path | None = None):
+    """Sample images of the embedded benchmark: ID training images titled with their class, then a
+    row per offline OOD set labelled with its name, near/far and image count. Saved as PNG to
+    ``path`` when given; returns the matplotlib Figure."""
+    from moon.data import ID_SETS
+    from moon.ood import benchmark_sets
+
+    if dataset not in ID_SETS:
+        raise ValueError(f"unknown dataset {dataset!r}; valid: {', '.join(ID_SETS)}")
+    sets = benchmark_sets(dataset, seed)
+    return save(benchmark_figure(sets, n_per_row, seed), path)
+
+
+def save(fig, path: str | Path | None):
+    """Write ``fig`` to ``path`` (PNG) when a path is given; return the figure."""
+    if path is not None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=DPI, bbox_inches="tight")
+        log.info("wrote %s", path)
+    return fig
+
 
 GRID_METRICS = ("id.accuracy", "id.ece", "ood.near.msp.auroc", "ood.far.msp.auroc")
 MAX_COLUMNS = 6
@@ -87,7 +186,7 @@ def reliability_diagram(result_or_results, path: str | Path | None = None,
     ncols = min(len(results), MAX_COLUMNS)
     nrows = math.ceil(len(results) / ncols)
     with sns.axes_style("whitegrid"):
-        fig = _new_figure(3.0 * ncols, 3.6 * nrows)
+        fig = new_figure(3.0 * ncols, 3.6 * nrows)
         grid = fig.add_gridspec(2 * nrows, ncols, height_ratios=[3, 1] * nrows)
         for i, result in enumerate(results):
             r, c = divmod(i, ncols)
@@ -99,7 +198,7 @@ def reliability_diagram(result_or_results, path: str | Path | None = None,
             ax.set_title(f"{variant_label(cfg)} {cfg['density']:g}{ece_text}", fontsize=9)
     if title:
         fig.suptitle(title)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def score_histograms(result, detector: str = "msp", path: str | Path | None = None):
@@ -118,7 +217,7 @@ def score_histograms(result, detector: str = "msp", path: str | Path | None = No
     sets = _ood_sets(result, [k for k in hist if k not in ("edges", "id")])
     kinds = (result.extra.get("curves") or {}).get("ood_kind", {})
     with sns.axes_style("whitegrid"):
-        fig = _new_figure(3.6 * len(sets), 3.0)
+        fig = new_figure(3.6 * len(sets), 3.0)
         axes = fig.subplots(1, len(sets), squeeze=False)[0]
     for ax, name in zip(axes, sets):
         long = pd.DataFrame({"score": np.concatenate([centres, centres]),
@@ -130,7 +229,7 @@ def score_histograms(result, detector: str = "msp", path: str | Path | None = No
         ax.set_title(f"{name} ({ood_kind(name, kinds)}): {_auroc(result, name, detector)}",
                      fontsize=9)
         ax.set(xlabel=f"{detector} score", ylabel="density")
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def roc_curves(result, detector: str = "msp", path: str | Path | None = None):
@@ -152,7 +251,7 @@ def roc_curves(result, detector: str = "msp", path: str | Path | None = None):
     if not frames:
         raise ValueError(f"detector={detector!r} has no stored ROC curve")
     with sns.axes_style("whitegrid"):
-        fig = _new_figure(4.8, 4.2)
+        fig = new_figure(4.8, 4.2)
         ax = fig.subplots()
     sns.lineplot(pd.concat(frames), x="FPR (%)", y="TPR (%)", hue="set", style="kind",
                  style_order=["near", "far"], dashes={"near": "", "far": (4, 2)},
@@ -160,7 +259,7 @@ def roc_curves(result, detector: str = "msp", path: str | Path | None = None):
     ax.plot([0, 100], [0, 100], ls=":", color="grey", lw=1)
     ax.set(xlim=(0, 100), ylim=(0, 100.5), title=f"ROC, {detector} score (ID positive)")
     ax.legend(fontsize=7, loc="lower right")
-    return _save(fig, path)
+    return save(fig, path)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -188,7 +287,7 @@ def density_curves(frame: "pd.DataFrame", metric: str = "id.accuracy", hue: str 
     new = ax is None
     if new:
         with sns.axes_style("whitegrid"):
-            fig = _new_figure(5.5, 3.8)
+            fig = new_figure(5.5, 3.8)
             ax = fig.subplots()
     fig = ax.figure
     hues = sorted(frame[hue].dropna().unique())      # the frame's, so panels share colours
@@ -215,7 +314,7 @@ def density_curves(frame: "pd.DataFrame", metric: str = "id.accuracy", hue: str 
     ax.summary = summary
     if new:
         fig.summary = summary
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def density_grid(frame: "pd.DataFrame", metrics=GRID_METRICS, hue: str = "variant",
@@ -232,7 +331,7 @@ def density_grid(frame: "pd.DataFrame", metrics=GRID_METRICS, hue: str = "varian
     ncols = 2 if len(present) in (2, 4) else min(len(present), 3)
     nrows = math.ceil(len(present) / ncols)
     with sns.axes_style("whitegrid"):
-        fig = _new_figure(4.6 * ncols, 3.4 * nrows)
+        fig = new_figure(4.6 * ncols, 3.4 * nrows)
         axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     for ax in axes[len(present):]:
         fig.delaxes(ax)
@@ -240,4 +339,25 @@ def density_grid(frame: "pd.DataFrame", metrics=GRID_METRICS, hue: str = "varian
         density_curves(frame, metric, hue=hue, ax=ax, legend=i == 0)
         ax.set_title(metric, fontsize=9)
     fig.summary = {metric: ax.summary for ax, metric in zip(axes, present)}
-    return _save(fig, path)
+    return save(fig, path)
+
+
+def plot_history(result, path: str | Path | None = None):
+    """Per-epoch training curves of one run: loss, train/validation accuracy, alpha and the drop
+    fraction of the last topology update."""
+    import pandas as pd
+    import seaborn as sns
+
+    hist = pd.DataFrame(result.history)
+    fig = new_figure(12, 3.2)
+    axes = fig.subplots(1, 3)
+    sns.lineplot(data=hist, x="epoch", y="train_loss", ax=axes[0], marker="o")
+    acc = hist.melt(id_vars="epoch", value_vars=["train_acc", "val_acc"], var_name="split",
+                    value_name="accuracy")
+    sns.lineplot(data=acc, x="epoch", y="accuracy", hue="split", ax=axes[1], marker="o")
+    sched = hist.melt(id_vars="epoch", value_vars=["alpha", "drop_fraction"], var_name="schedule")
+    sns.lineplot(data=sched.dropna(), x="epoch", y="value", hue="schedule", ax=axes[2], marker="o")
+    cfg = result.config
+    fig.suptitle(f"{cfg['model']} {cfg['method']} density {cfg['density']} "
+                 f"(unknown class {cfg['unknown_class']}, averaging {cfg['averaging']})")
+    return save(fig, path)

@@ -240,7 +240,8 @@ def test_benchmark_summary(fake_data):
 
 
 def test_benchmark_grid_and_files(fake_data, tmp_path):
-    from moon.report import plot_benchmark_grid, write_benchmark
+    from moon.figures import plot_benchmark_grid
+    from moon.report import write_benchmark
 
     fig = plot_benchmark_grid(n_per_row=4, path=tmp_path / "grid.png")
     assert len(fig.axes) == 6 * 10     # ID train + 5 OOD rows; 10 columns for the 10 classes
