@@ -29,16 +29,19 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_data(args: argparse.Namespace) -> int:
-    from moon.data import DatasetNotFoundError, load_id
+    from moon.data import ID_SETS, DatasetNotFoundError, find_source, load_id
 
+    if args.name not in ID_SETS:
+        raise ValueError(f"unknown dataset {args.name!r}; choose one of {', '.join(ID_SETS)}")
     download = True if args.download else (False if args.no_download else None)
     try:
-        data = load_id(args.name, download=download)
+        folder = find_source(ID_SETS[args.name].source, download=download)
+        data = load_id(args.name, download=False)
     except DatasetNotFoundError as err:
         print(err, file=sys.stderr)
         return 1
     print(f"{args.name}: {len(data.train_x)} train / {len(data.val_x)} val / {len(data.test_x)} "
-          f"test images, found at {data.location}")
+          f"test images, found in {folder}")
     return 0
 
 

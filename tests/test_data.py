@@ -250,3 +250,22 @@ def test_benchmark_grid_and_files(fake_data, tmp_path):
     saved = json.loads((tmp_path / "out" / "benchmark.json").read_text())
     assert saved == summary and saved["dataset"] == "fashion_mnist" and len(saved["rows"]) == 8
     assert (tmp_path / "out" / "benchmark_grid.png").stat().st_size > 1000
+
+
+def test_cli_data_finds_or_explains(fake_data, capsys):
+    from moon.__main__ import main
+
+    assert main(["data", "fashion_mnist", "--no-download"]) == 0
+    out = capsys.readouterr().out
+    assert f"{N_TRAIN - N_TRAIN // 12} train" in out and "fashion-mnist" in out
+    assert main(["data", "cifar10", "--no-download"]) == 0
+    assert "cifar-10-batches-py" in capsys.readouterr().out
+    assert main(["data", "imagenet"]) == 2
+
+
+def test_cli_data_missing_names_the_places(no_data, capsys):
+    from moon.__main__ import main
+
+    assert main(["data", "fashion_mnist", "--no-download"]) == 1
+    err = capsys.readouterr().err
+    assert "apt-get install dataset-fashion-mnist" in err and str(no_data[1]) in err
