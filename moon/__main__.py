@@ -4,6 +4,8 @@
   writing ``DIR/result.json``.
 * ``python -m moon data NAME [--download | --no-download]``: locate (or fetch) a dataset.
 * ``python -m moon benchmark --out DIR``: the benchmark page's table and image grid, from the data.
+* ``python -m moon sweep STUDY [--preset NAME] [--out DIR] [key=value ...]``: every cell of
+  ``studies/STUDY.yaml`` not yet complete, written under ``DIR/<cell>/result.json``.
 """
 
 from __future__ import annotations
@@ -53,6 +55,20 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from moon.config import parse_overrides
+    from moon.study import load_study, run_study
+
+    study = load_study(args.study)
+    out = args.out or f"runs/{study.name}" + (f"-{args.preset}" if args.preset else "")
+    statuses = run_study(study, out, preset=args.preset, **parse_overrides(args.overrides))
+    failed = sorted(name for name, status in statuses.items() if status != "complete")
+    print(f"{len(statuses) - len(failed)} of {len(statuses)} cells complete in {out}")
+    for name in failed:
+        print(f"failed: {name} (see {out}/{name}/result.json)", file=sys.stderr)
+    return 1 if failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m moon", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -76,6 +92,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--dataset", default="fashion_mnist")
     bench.add_argument("--seed", type=int, default=0)
     bench.set_defaults(func=_cmd_benchmark)
+
+    sweep = sub.add_parser("sweep", help="run a study's grid (resumable)")
+    sweep.add_argument("study", help="a name in studies/ (sweep, ablation, ...) or a YAML path")
+    sweep.add_argument("--preset", default=None, help="RunConfig preset; also restricts the grid")
+    sweep.add_argument("--out", default=None, help="output folder (default runs/STUDY[-PRESET])")
+    sweep.add_argument("overrides", nargs="*", help="RunConfig fields for every cell, key=value")
+    sweep.set_defaults(func=_cmd_sweep)
     return parser
 
 
