@@ -3,9 +3,10 @@
 Logits once, scores many: one forward pass per dataset (:func:`moon.train.extract`), then every
 score, detector and metric works on those tensors. Accuracy, NLL, Brier and the calibration errors
 are over the K known classes (with a K+1 head the unknown logit is left out and the K known logits
-renormalised; design.md section 3). Besides the metrics, compact curve data go into the result so
-figures can be drawn without the model: the reliability diagram, ROC curves on a fixed FPR grid and
-score histograms (``result.extra["curves"]``).
+renormalised; design.md section 3). Temperature scaling fitted on the validation split gives the
+reference ``ts_ece``/``ts_nll``/``ts_brier`` (and ``temperature``). Besides the metrics, compact
+curve data go into the result so figures can be drawn without the model: the reliability
+diagram, ROC curves on a fixed FPR grid and score histograms (``result.extra["curves"]``).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from moon.config import RunConfig
 from moon.data import OOD_SETS, IDData
 from moon.detectors import Detector, make_detector
 from moon.loaders import TensorLoader
-from moon.metrics import calibration, ood_metrics, reliability
+from moon.metrics import calibration, fit_temperature, ood_metrics, reliability
 from moon.ood import load_ood
 from moon.train import extract
 
@@ -76,7 +77,12 @@ def evaluate(model: nn.Module, data: IDData, cfg: RunConfig, device: torch.devic
     x, y = capped(data.test_x, data.test_y, cfg.max_eval_samples)
     test_loader = _loader(x, y, data, cfg, device)
     test = extract(model, test_loader, device)
-    cal = calibration(test.logits, test.labels, num_known=data.num_classes)
+    K = data.num_classes
+    cal = calibration(test.logits, test.labels, num_known=K)
+    vx, vy = capped(data.val_x, data.val_y, cfg.max_eval_samples)
+    val = extract(model, _loader(vx, vy, data, cfg, device), device)
+    temperature = fit_temperature(val.logits, val.labels, num_known=K)
+    scaled = calibration(test.logits[:, :K] / temperature, test.labels, num_known=K)
     probs = torch.softmax(test.logits[:, :data.num_classes].double(), dim=1)
     conf, pred = probs.max(dim=1)
     curves: dict[str, Any] = {"reliability": dataclasses.asdict(
@@ -93,6 +99,8 @@ def evaluate(model: nn.Module, data: IDData, cfg: RunConfig, device: torch.devic
                      for d, s in ood_scores[name].items()}
     curves.update(score_curves(id_scores, ood_scores))
     id_metrics = dataclasses.asdict(cal)
+    id_metrics.update(temperature=temperature, ts_ece=scaled.ece, ts_nll=scaled.nll,
+                      ts_brier=scaled.brier)
     if "dice" in detectors:
         id_metrics["dice_kept_fraction"] = detectors["dice"].kept_fraction
     return {"id": id_metrics, "ood": ood, "ood_summary": near_far_means(ood), "curves": curves,

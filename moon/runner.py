@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from moon.config import RunConfig
+from moon.cost import peak_memory, training_flops_per_image
 from moon.data import load_id
 from moon.evaluate import evaluate
 from moon.masking import maskable_parameters
@@ -62,6 +63,8 @@ def run(cfg: RunConfig, out_dir: str | Path | None = None, raise_on_failure: boo
 def _train_and_evaluate(cfg: RunConfig, device: torch.device, out: Path | None,
                         result: RunResult, progress: bool | None) -> None:
     data = load_id(cfg.dataset)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
     trainer = Trainer(cfg, data, device, out, progress=progress)
@@ -76,7 +79,10 @@ def _train_and_evaluate(cfg: RunConfig, device: torch.device, out: Path | None,
     result.extra["curves"] = evaluation["curves"]
     images = cfg.epochs * len(trainer.loaders.train.labels)
     result.timing = {"train_seconds": trainer.train_seconds, "eval_seconds": eval_seconds,
-                     "train_images_per_second": images / max(trainer.train_seconds, 1e-9)}
+                     "train_images_per_second": images / max(trainer.train_seconds, 1e-9),
+                     **peak_memory(device)}
+    result.extra["flops"] = training_flops_per_image(cfg, result.masks["layers"]
+                                                     if trainer.masking else None)
     result.extra["alpha0"] = trainer.criterion.alpha0
     result.extra["alpha_final_epoch"] = trainer.criterion.alpha
     if out is not None:

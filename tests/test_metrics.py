@@ -10,6 +10,7 @@ import torch
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from moon.metrics import (Calibration, OODMetrics, adaptive_ece, bin_index, bootstrap_ci,
+                          fit_temperature,
                           calibration, expected_calibration_error, fpr_at_tpr, ood_metrics,
                           paired_comparison, reliability, seed_summary)
 
@@ -254,3 +255,13 @@ def test_paired_comparison_hand_case():
     assert (one.low, one.high, one.excludes_zero, one.n) == (one.mean_diff, one.mean_diff, False, 1)
     with pytest.raises(ValueError, match="equal lengths"):
         paired_comparison([1.0, 2.0], [1.0])
+
+
+def test_fit_temperature_recovers_a_known_scale():
+    rng = np.random.default_rng(0)
+    true = rng.normal(size=(4000, 5)) * 2.0
+    labels = np.array([rng.choice(5, p=np.exp(r) / np.exp(r).sum()) for r in true])
+    t = fit_temperature(true * 3.0, labels)   # logits 3x too sharp
+    assert t == pytest.approx(3.0, rel=0.1)
+    extra = np.concatenate([true * 3.0, np.full((4000, 1), 50.0)], axis=1)   # a K+1 head
+    assert fit_temperature(extra, labels, num_known=5) == pytest.approx(t)

@@ -38,7 +38,10 @@ def test_run_writes_a_complete_result_with_measured_densities(tiny_fashion, tmp_
     assert set(on_disk["history"][0]) >= {"epoch", "train_loss", "train_acc", "val_acc", "alpha",
                                           "drop_fraction", "density", "seconds"}
     assert set(on_disk["id"]) >= {"accuracy", "nll", "brier", "ece", "mce", "adaptive_ece"}
-    assert set(on_disk["timing"]) == {"train_seconds", "eval_seconds", "train_images_per_second"}
+    assert set(on_disk["timing"]) >= {"train_seconds", "eval_seconds", "train_images_per_second",
+                                      "peak_memory_bytes"}
+    assert on_disk["extra"]["flops"]["forward_sparse"] < on_disk["extra"]["flops"]["forward_dense"]
+    assert 0 < on_disk["id"]["temperature"] and on_disk["id"]["ts_ece"] >= 0
     assert set(on_disk["provenance"]) >= {"git_sha", "versions", "device", "started", "finished"}
     # measured density: the target within one weight per layer; the averaged weights stay inside
     layers = result.masks["layers"]
