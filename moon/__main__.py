@@ -56,12 +56,19 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
+    import yaml
+
     from moon.config import parse_overrides
     from moon.study import load_study, run_study
 
     study = load_study(args.study)
     out = args.out or f"runs/{study.name}" + (f"-{args.preset}" if args.preset else "")
-    statuses = run_study(study, out, preset=args.preset, **parse_overrides(args.overrides))
+    only = {}
+    for item in args.only:
+        axis, _, values = item.partition("=")
+        only[axis] = [yaml.safe_load(v) for v in values.split(",")]
+    statuses = run_study(study, out, preset=args.preset, workers=args.workers, only=only,
+                         **parse_overrides(args.overrides))
     failed = sorted(name for name, status in statuses.items() if status != "complete")
     print(f"{len(statuses) - len(failed)} of {len(statuses)} cells complete in {out}")
     for name in failed:
@@ -97,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("study", help="a name in studies/ (sweep, ablation, ...) or a YAML path")
     sweep.add_argument("--preset", default=None, help="RunConfig preset; also restricts the grid")
     sweep.add_argument("--out", default=None, help="output folder (default runs/STUDY[-PRESET])")
+    sweep.add_argument("--workers", type=int, default=1, help="local worker processes")
+    sweep.add_argument("--only", action="append", default=[], metavar="AXIS=V1,V2",
+                       help="run only these values of an axis (repeatable), e.g. seed=0")
     sweep.add_argument("overrides", nargs="*", help="RunConfig fields for every cell, key=value")
     sweep.set_defaults(func=_cmd_sweep)
     return parser

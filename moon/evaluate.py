@@ -143,3 +143,16 @@ def score_curves(id_scores: dict[str, torch.Tensor],
 def _counts(values: np.ndarray, edges: np.ndarray) -> list[int]:
     """Histogram counts, values outside the edges clipped into the first and last bins."""
     return np.histogram(np.clip(values, edges[0], edges[-1]), bins=edges)[0].tolist()
+
+
+def outputs_for(model: nn.Module, data: IDData, cfg: RunConfig, device) -> dict[str, Outputs]:
+    """Logits and features of the detectors' ID training subset (``"train"``), the ID test set
+    (``"id"``) and every OOD set of ``cfg`` (by name), each capped like the run's evaluation."""
+    x, y = capped(data.test_x, data.test_y, cfg.max_eval_samples)
+    out = {"train": extract(model, _loader(*fit_subset(data, cfg), data, cfg, device), device),
+           "id": extract(model, _loader(x, y, data, cfg, device), device)}
+    for name in cfg.ood_set_list:
+        ox, _ = capped(load_ood(name, data, seed=cfg.seed), None, cfg.max_eval_samples)
+        out[name] = extract(model, _loader(ox, None, data, cfg, device), device)
+    return out
+

@@ -116,3 +116,17 @@ def _finished(out: Path, cfg: RunConfig) -> RunResult | None:
         log.info("reusing the finished run in %s", out)
         return done
     return None
+
+
+def load_model(out_dir: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, RunConfig]:
+    """The evaluated model a run saved (``model.pt``) and its config; ``weights_only=True`` and a
+    strict key/shape check, so a mismatched head can never load silently."""
+    from moon.config import from_params
+    from moon.models import model_for
+
+    state = torch.load(Path(out_dir) / MODEL_FILE, map_location=device, weights_only=True)
+    cfg = from_params(state["config"])
+    model = model_for(cfg).to(device)
+    model.load_state_dict(state["model"], strict=True)
+    return model.eval(), cfg
+

@@ -53,12 +53,15 @@ class Study:
     presets: dict[str, dict[str, list[Any]]] = field(default_factory=dict)
     description: str = ""
 
-    def cells(self, preset: str | None = None, **overrides: Any) -> list[Cell]:
-        """Every cell of the grid (restricted by the study's ``preset`` section, if any), each built
-        from RunConfig's ``preset`` and the base, the cell's axes and ``overrides``."""
+    def cells(self, preset: str | None = None, only: dict[str, list[Any]] | None = None,
+              **overrides: Any) -> list[Cell]:
+        """Every cell of the grid, restricted by the study's ``preset`` section and by ``only``
+        (axis -> values to keep), each built from RunConfig's ``preset`` and the base, the cell's
+        axes and ``overrides``."""
         out, seen = [], set()
         for block in self.grid:
-            block = self._restricted(block, preset)
+            block = self._restricted(block, self.presets.get(preset or "", {}))
+            block = self._restricted(block, only or {}) if block is not None else None
             if block is None:
                 continue
             for values in itertools.product(*block.values()):
@@ -69,8 +72,8 @@ class Study:
                     out.append(Cell(name, axes, self._config(axes, preset, overrides)))
         return out
 
-    def _restricted(self, block: dict[str, list[Any]], preset: str | None):
-        keep = self.presets.get(preset or "", {})
+    @staticmethod
+    def _restricted(block: dict[str, list[Any]], keep: dict[str, list[Any]]):
         block = {axis: [v for v in values if axis not in keep or v in keep[axis]]
                  for axis, values in block.items()}
         return None if any(not values for values in block.values()) else block
@@ -109,20 +112,75 @@ def load_study(name_or_path: str | Path) -> Study:
 
 
 def run_study(study: Study | str, out_dir: str | Path, preset: str | None = None,
+              workers: int = 1, only: dict[str, list[Any]] | None = None,
               progress: bool | None = None, **overrides: Any) -> dict[str, str]:
-    """Run every cell not yet complete, one after another; returns ``{cell: status}``. A failed
-    cell is recorded in its result file and reported; the others go on."""
-    import moon
+    """Run every cell not yet complete; returns ``{cell: status}``. A failed cell is recorded in
+    its result file and reported; the others go on. ``workers > 1`` runs cells in that many local
+    processes, each with ``cores // workers`` torch threads so they do not fight over cores."""
     from tqdm import tqdm
 
     study = load_study(study) if not isinstance(study, Study) else study
-    cells = study.cells(preset, **overrides)
+    cells = study.cells(preset, only, **overrides)
     root = Path(out_dir)
-    statuses = {}
-    for cell in tqdm(cells, desc=f"study {study.name}", unit="cell", disable=progress is False):
-        result = moon.run(cell.config.replace(resume=True), root / cell.name,
-                          raise_on_failure=False, progress=False)
-        statuses[cell.name] = result.status
-        if result.status != "complete":
-            log.error("cell %s failed: %s", cell.name, result.error)
+    jobs = [(cell.config.replace(resume=True), str(root / cell.name)) for cell in cells]
+    bar = tqdm(total=len(jobs), desc=f"study {study.name}", unit="cell", disable=progress is False)
+    statuses: dict[str, str] = {}
+    for cell, (status, error) in zip(cells, _execute(jobs, workers, bar)):
+        statuses[cell.name] = status
+        if status != "complete":
+            log.error("cell %s failed: %s", cell.name, error)
+    bar.close()
     return statuses
+
+
+def _run_cell(job: tuple[RunConfig, str], threads: int | None = None) -> tuple[str, str | None]:
+    """One cell in this process: ``moon.run`` with failures recorded, not raised."""
+    import torch
+
+    import moon
+
+    if threads:
+        torch.set_num_threads(threads)
+    cfg, out = job
+    result = moon.run(cfg, out, raise_on_failure=False, progress=False)
+    return result.status, result.error
+
+
+def _execute(jobs: list, workers: int, bar) -> list[tuple[str, str | None]]:
+    """Results of ``_run_cell`` for every job, in order; sequential or in a process pool."""
+    if workers <= 1:
+        out = []
+        for job in jobs:
+            out.append(_run_cell(job))
+            bar.update(1)
+        return out
+    import multiprocessing as mp
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+        futures = [pool.submit(_run_cell, job, threads) for job in jobs]
+        for future in futures:   # in submission order; the bar moves as each one finishes
+            future.add_done_callback(lambda _: bar.update(1))
+        return [future.result() for future in futures]
+
+
+def collect(study: Study | str, out_dir: str | Path, preset: str | None = None,
+            only: dict[str, list[Any]] | None = None, **overrides: Any) -> list:
+    """The complete results of exactly this study's cells (for ``preset`` and ``overrides``) in
+    ``out_dir``: cells not run yet, failed, or run with another configuration are left out."""
+    from moon.results import RESULT_FILE, load_result
+
+    study = load_study(study) if not isinstance(study, Study) else study
+    results = []
+    for cell in study.cells(preset, only, **overrides):
+        path = Path(out_dir) / cell.name / RESULT_FILE
+        if not path.exists():
+            continue
+        result = load_result(path)
+        same = {k: v for k, v in result.config.items() if k != "resume"} == \
+            {k: v for k, v in cell.config.to_dict().items() if k != "resume"}
+        if result.status == "complete" and same:
+            results.append(result)
+    return results

@@ -1,47 +1,241 @@
-"""Write the papermill templates in notebooks/ (outputs cleared); their parameters cells are built
-from RunConfig, so they never drift from it. Run after changing a RunConfig field:
+"""Write the papermill templates in notebooks/ (outputs cleared). Parameters cells are built from
+RunConfig, so they never drift from it. Run after changing a RunConfig field or a template:
 
     .venv/bin/python scripts/make_notebooks.py
 """
-import dataclasses, re
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+
 import nbformat as nbf
+
 from moon.config import RunConfig
 
-src = open("moon/config.py").read()
-comments = dict(re.findall(r"^    (\w+): [^=]+= [^#\n]+#\s*(.*)$", src, re.M))
-lines = ["# Parameters (papermill): every RunConfig field, plus `preset` and `out_dir`.",
-         "# A field left at its default is filled by the preset, if one is given.",
-         'preset = None                       # None | "smoke" | "quick" | "full"',
-         'out_dir = "runs/ood_eval"          # where result.json (and the checkpoints) go']
-for f in dataclasses.fields(RunConfig):
-    value = repr(f.default)
-    lines.append(f"{f.name} = {value}".ljust(36) + f"# {comments.get(f.name, '')}".rstrip())
-nb = nbf.v4.new_notebook()
-nb.metadata["kernelspec"] = {"display_name": "Python 3", "language": "python", "name": "python3"}
-nb.cells = [
-    nbf.v4.new_markdown_cell(
-        "# One run: train, evaluate, look\n\n"
-        "**Question.** How accurate, how well calibrated and how good at spotting OOD inputs is one "
-        "configuration of sparse training, with or without MOON?\n\n"
-        "**Default.** MOON on RigL at density 0.05, LeNet-5 on the embedded Fashion-MNIST benchmark, "
-        "20 epochs: a few minutes on a 2-core CPU (`-p preset smoke`: under a minute). A finished run "
-        "in `out_dir` with the same configuration is reused, not retrained.\n\n"
-        "**What to look at.** The ID metrics (accuracy, NLL, Brier, ECE over the K known classes), "
-        "the OOD tables (AUROC and FPR@95%TPR, in %, for every detector on every OOD set, with the "
-        "near and far means), the reliability diagram, and the score histograms of ID test images "
-        "against each OOD set.\n\n"
-        "```\npapermill notebooks/ood_eval.ipynb out.ipynb -p density 0.02 -p method set\n```"),
-    nbf.v4.new_code_cell("\n".join(lines), metadata={"tags": ["parameters"]}),
-    nbf.v4.new_code_cell(
-        "import moon\nfrom moon import figures, report\nfrom moon.config import from_namespace\n\n"
-        "cfg = from_namespace(globals(), preset)\n"
-        "result = moon.run(cfg.replace(resume=True), out_dir)\n"
-        "print(f\"{result.status}: {out_dir}/result.json, measured density {result.masks['density']:.4f}\")\n"
-        "report.id_table(result)"),
-    nbf.v4.new_code_cell("report.ood_table(result, \"auroc\")"),
-    nbf.v4.new_code_cell("report.ood_table(result, \"fpr95\")"),
-    nbf.v4.new_code_cell("figures.reliability_diagram(result)"),
-    nbf.v4.new_code_cell("figures.score_histograms(result, \"msp\")"),
-    nbf.v4.new_code_cell("figures.plot_history(result)"),
-]
-nbf.write(nb, "notebooks/ood_eval.ipynb")
+ROOT = Path(__file__).resolve().parent.parent
+COMMENTS = dict(re.findall(r"^    (\w+): [^=]+= [^#\n]+#\s*(.*)$",
+                           (ROOT / "moon" / "config.py").read_text(), re.M))
+DEFAULTS = RunConfig().to_dict()
+
+
+def parameters(preset: str | None, out_dir: str, fields: list[str] | None = None) -> str:
+    """A parameters cell: ``preset``, ``out_dir`` and RunConfig fields at their defaults."""
+    lines = ["# Parameters (papermill): RunConfig fields, plus `preset` and `out_dir`.",
+             "# A field left at its default is filled by the preset, if one is given.",
+             f"preset = {preset!r}".ljust(36) + '# None | "smoke" | "quick" | "full"',
+             f"out_dir = {out_dir!r}".ljust(36) + "# where the result files go"]
+    for name in fields or [f.name for f in dataclasses.fields(RunConfig)]:
+        lines.append(f"{name} = {DEFAULTS[name]!r}".ljust(36) + f"# {COMMENTS.get(name, '')}".rstrip())
+    return "\n".join(lines)
+
+
+def notebook(intro: str, params: str, *cells: str) -> nbf.NotebookNode:
+    nb = nbf.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"display_name": "Python 3", "language": "python", "name": "python3"}
+    nb.cells = [nbf.v4.new_markdown_cell(intro.strip()),
+                nbf.v4.new_code_cell(params, metadata={"tags": ["parameters"]})]
+    nb.cells += [nbf.v4.new_code_cell(c.strip()) for c in cells]
+    return nb
+
+
+STUDY_FIELDS = ["dataset", "model", "epochs", "sparse_init"]
+
+
+def study_cells(study: str) -> str:
+    return f"""
+from moon import figures, report
+from moon.config import overrides_from_namespace
+from moon.study import collect, run_study
+
+overrides = overrides_from_namespace(globals())
+statuses = run_study("{study}", out_dir, preset=preset, progress=False, **overrides)
+results = collect("{study}", out_dir, preset=preset, **overrides)
+frame = report.results_frame(results)
+print(f"study {study}: {{len(results)}} of {{len(statuses)}} runs complete in {{out_dir}}")"""
+
+
+TEMPLATES = {
+    "ood_eval": notebook(
+        """# One run: train, evaluate, look
+
+**Question.** How accurate, how well calibrated and how good at spotting OOD inputs is one
+configuration of sparse training, with or without MOON?
+
+**Default.** MOON on RigL at density 0.05, LeNet-5 on the embedded Fashion-MNIST benchmark, 20
+epochs: a few minutes on a 2-core CPU (`-p preset smoke`: under a minute). A finished run in
+`out_dir` with the same configuration is reused, not retrained.
+
+**What to look at.** The ID metrics (accuracy, NLL, Brier, ECE over the K known classes; `ts_*`
+after temperature scaling on the validation split), the OOD tables (AUROC and FPR@95%TPR in %, every
+detector on every OOD set, with near and far means), the reliability diagram, and the score
+histograms of ID test images against each OOD set.
+
+```
+papermill notebooks/ood_eval.ipynb out.ipynb -p density 0.02 -p method set
+```""",
+        parameters(None, "runs/ood_eval"),
+        """import moon
+from moon import figures, report
+from moon.config import from_namespace
+
+cfg = from_namespace(globals(), preset)
+result = moon.run(cfg.replace(resume=True), out_dir)
+print(f"{result.status}: {out_dir}/result.json, measured density {result.masks['density']:.4f}")
+report.id_table(result)""",
+        'report.ood_table(result, "auroc")',
+        'report.ood_table(result, "fpr95")',
+        "figures.reliability_diagram(result)",
+        'figures.score_histograms(result, "msp")',
+        "figures.plot_history(result)"),
+
+    "sparsity_sweep": notebook(
+        """# Sparsity against reliability
+
+**Questions.** Does sparsity hurt reliability (accuracy, calibration, OOD detection)? Does MOON
+restore it? Static, SET and RigL at densities 1, 0.2, 0.1, 0.05 and 0.02, each without and with
+MOON (unknown class, auto-tuned α, weight averaging), over seeds (`studies/sweep.yaml`).
+
+**Default.** The `quick` preset (10 epochs per run, 78 runs): a few hours on a 2-core CPU, minutes
+on a GPU; `-p preset smoke` runs a small subset in a few minutes. Finished runs are reused.
+
+**What to look at.** The curves of each metric against density (mean over seeds with a 95%
+t-interval band), the paired differences MOON − baseline per method and density (same seeds), and
+the differences of each plain sparse method to dense.""",
+        parameters("quick", "runs/sweep", STUDY_FIELDS),
+        study_cells("sweep"),
+        'figures.density_grid(frame, metrics=("id.accuracy", "id.ece", "ood.near.msp.auroc", "ood.far.msp.auroc"))',
+        "paired = report.paired_moon_frame(frame)\nreport.paired_moon_table(frame)",
+        "figures.paired_moon_plot(paired)",
+        "report.sparsity_effect_frame(frame)"),
+
+    "ablation": notebook(
+        """# Ablation: MOON's parts
+
+**Question.** Which part of MOON does what? On RigL at density 0.05: the unknown class (with the
+auto-tuned α, or a fixed α), weight averaging, all of MOON, and MOON with the released code's
+behaviours (`as_released`: Bernoulli masks, the frozen drop rate, the 1% weight stash, burst
+averaging); see `studies/ablation.yaml`.
+
+**Default.** The `quick` preset (21 runs of 10 epochs): about an hour on a 2-core CPU; `-p preset
+smoke` in a few minutes. Finished runs are reused.
+
+**What to look at.** The table (mean ± std over seeds) and the bars with 95% intervals.""",
+        parameters("quick", "runs/ablation", STUDY_FIELDS),
+        study_cells("ablation"),
+        "report.ablation_table(frame)",
+        "figures.ablation_plot(frame)"),
+
+    "calibration": notebook(
+        """# Calibration
+
+**Question.** How well calibrated are dense, SET, RigL and CigL (density 0.05), without and with
+MOON? Temperature scaling fitted on the validation split is the reference a post-hoc fix reaches
+(`studies/calibration.yaml`).
+
+**Default.** The `quick` preset (24 runs of 10 epochs): about an hour on a 2-core CPU; `-p preset
+smoke` in a few minutes. The post-hoc chapter reads the same runs.
+
+**What to look at.** ECE, adaptive ECE, NLL and Brier per variant (mean ± std over seeds), the
+ECE against its temperature-scaled reference, and the reliability diagrams of seed 0.""",
+        parameters("quick", "runs/calibration", STUDY_FIELDS),
+        study_cells("calibration"),
+        "report.calibration_table(frame)",
+        "figures.calibration_overview(frame)",
+        "figures.reliability_diagram([r for r in results if r.config['seed'] == results[0].config['seed']])"),
+
+    "posthoc": notebook(
+        """# Post-hoc detectors: does DICE add to MOON?
+
+**Question.** MSP, energy, DICE, ReAct, Mahalanobis and KNN on dense and sparse models without and
+with MOON: do post-hoc sparsification of the last layer (DICE) and MOON add up?
+
+**Default.** Reads (and if needed runs) the runs of `studies/calibration.yaml` with the `quick`
+preset, the same runs as the calibration chapter.
+
+**What to look at.** Near- and far-OOD AUROC per detector and variant, and the paired gain of DICE
+over plain energy on the same runs, without and with MOON.""",
+        parameters("quick", "runs/calibration", STUDY_FIELDS),
+        study_cells("calibration"),
+        'report.posthoc_table(frame, kind="near")',
+        'report.posthoc_table(frame, kind="far")',
+        "report.posthoc_gain_frame(frame)"),
+
+    "cost": notebook(
+        """# Cost
+
+**Question.** What do sparse training and MOON cost? Theoretical training FLOPs per image at each
+density (RigL paper's accounting), measured training time and throughput, peak memory, and MOON's
+time overhead against its base method (the paper claims no significant extra cost).
+
+**Default.** Reads (and if needed runs) the runs of `studies/sweep.yaml`, like the sweep chapter.
+Our masks are applied by value, so measured times do not shrink with density; the FLOPs are what
+kernels that skip inactive weights would need. On the CPU, peak memory is the process's peak RSS.
+
+**What to look at.** The table, and the MOON/baseline time ratio with its interval.""",
+        parameters("quick", "runs/sweep", STUDY_FIELDS),
+        study_cells("sweep"),
+        "report.cost_table(frame)"),
+
+    "theory_unknown_class": notebook(
+        """# Theory: what the unknown class learns
+
+**Question.** Where does the extra class take probability mass? On a 2-D toy problem (three
+Gaussian blobs), confidence maps of dense and sparse MLPs without and with the unknown class; and
+the analytic region (reference section 1.4) where a misclassified sample pushes the unknown logit
+up: `h α² (1−u) / (1+αu)² > 1 + α/(1+αu)`, with `h` the sample's cross-entropy and `u` its
+unknown-class probability.
+
+**Default.** Five toy models on overlapping blobs, a few seconds each on a CPU.
+
+**What to look at.** The unknown class only rises for confidently wrong samples, and only when α
+is large: at α = 1 a wrong sample needs `h > 2` (p_y < 0.135); at α = 0.01, `h > 10⁴` (never). With
+the auto-tuned α it therefore takes little mass even where the classes overlap; the last panel,
+with a fixed α of 5, shows where it goes once α is large (dashed: p(unknown) = 0.5, when reached).""",
+        parameters(None, "runs/theory_unknown_class", ["seed", "density", "alpha_final"]),
+        """from moon import theory
+
+models = theory.toy_models(density, alpha_final, seed, epochs=15 if preset == "smoke" else 60)
+theory.plot_confidence_maps(models, data=theory.toy_data(seed=seed, std=1.0))""",
+        "theory.plot_unknown_region()"),
+
+    "theory_dice_variance": notebook(
+        """# Theory: DICE and the variance of the outputs
+
+**Question.** DICE argues that keeping only the largest contributions of the last layer reduces
+the variance of the outputs, more for OOD inputs than for ID ones, which separates them. Does that
+hold on a trained model of ours, and how does the separation (AUROC) move with DICE's percentile
+p? (p = 0 is the plain energy score.)
+
+**Default.** Trains, or reuses from `out_dir`, the default run (MOON on RigL at density 0.05,
+LeNet-5, 20 epochs: a few minutes on a 2-core CPU), then sweeps p.
+
+**What to look at.** The mean variance of the masked known-class logits for ID and each OOD set
+against p, and the AUROC of DICE's energy score against p.""",
+        parameters(None, "runs/ood_eval"),
+        """import moon
+from moon import theory
+from moon.config import from_namespace
+from moon.data import load_id
+from moon.evaluate import outputs_for
+from moon.runner import load_model
+
+cfg = from_namespace(globals(), preset)
+result = moon.run(cfg.replace(resume=True), out_dir)
+model, cfg = load_model(out_dir)
+outputs = outputs_for(model, load_id(cfg.dataset), cfg, "cpu")
+sweep = theory.dice_variance_sweep(model, outputs.pop("train"), outputs, num_known=model.head.out_features - int(cfg.unknown_class))
+sweep""",
+        "theory.plot_dice_variance(sweep)"),
+}
+
+
+def main() -> None:
+    for name, nb in TEMPLATES.items():
+        nbf.write(nb, ROOT / "notebooks" / f"{name}.ipynb")
+        print(f"wrote notebooks/{name}.ipynb")
+
+
+if __name__ == "__main__":
+    main()

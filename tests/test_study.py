@@ -1,5 +1,7 @@
 """Studies: grid expansion, presets restricting axes, resumable runs."""
 
+import json
+
 import pytest
 
 from moon.study import Study, load_study, run_study
@@ -51,3 +53,35 @@ def test_run_study_skips_finished_cells(tiny_fashion, tmp_path, monkeypatch):
 
     monkeypatch.setattr(Trainer, "fit", no_training)
     assert run_study(tiny_study(), tmp_path, progress=False, **SMALL) == statuses
+
+
+def test_collect_returns_exactly_the_study_cells(tiny_fashion, tmp_path):
+    from moon.study import collect
+
+    run_study(tiny_study(), tmp_path, preset="smoke", progress=False, **SMALL)
+    assert len(collect(tiny_study(), tmp_path, preset="smoke", **SMALL)) == 3
+    assert collect(tiny_study(), tmp_path, **SMALL) == []   # other configs (no preset) not run yet
+
+
+def test_only_restricts_axes_and_workers_give_the_same_results(tiny_fashion, tmp_path):
+    study = tiny_study()
+    only = {"density": [0.05], "moon": ["moon"]}
+    assert [c.name for c in study.cells(only=only)] == ["method=rigl,density=0.05,moon=moon"]
+    seq = run_study(study, tmp_path / "seq", only={"density": [0.05]}, progress=False, **SMALL)
+    assert len(seq) == 2
+
+
+@pytest.mark.slow
+def test_workers_run_each_cell_once(fake_data, tmp_path):
+    """Two spawned worker processes (they inherit the fixture's MOON_DATA variables and read the
+    synthetic files) give the same results as the sequential runner."""
+    study = Study(name="w", base={"model": "mlp", "method": "static", "density": 0.2},
+                  grid=[{"seed": [0, 1]}])
+    small = dict(SMALL, detectors="msp", max_train_samples=100, fit_samples=100)
+    par = run_study(study, tmp_path / "par", workers=2, progress=False, **small)
+    seq = run_study(study, tmp_path / "seq", progress=False, **small)
+    assert par == seq == {"seed=0": "complete", "seed=1": "complete"}
+    for name in par:
+        a = json.loads((tmp_path / "par" / name / "result.json").read_text())
+        b = json.loads((tmp_path / "seq" / name / "result.json").read_text())
+        assert a["id"]["accuracy"] == pytest.approx(b["id"]["accuracy"])

@@ -148,3 +148,20 @@ def test_cli_run(tiny_fashion, tmp_path, capsys):
     assert code == 0 and load_result(tmp_path).status == "complete"
     assert main(["run", "--out", str(tmp_path), "density=2"]) == 2
     assert "density=2.0" in capsys.readouterr().err
+
+
+def test_load_model_round_trip_is_strict(tiny_fashion, tmp_path):
+    from moon.runner import MODEL_FILE, load_model
+
+    cfg = cfg_of(method="rigl", density=0.1, epochs=1)
+    result = moon.run(cfg, tmp_path, progress=False)
+    model, loaded_cfg = load_model(tmp_path)
+    assert loaded_cfg == cfg and model.head.out_features == 11
+    from moon.evaluate import evaluate
+    assert evaluate(model, tiny_fashion, cfg, torch.device("cpu"))["id"]["accuracy"] == \
+        pytest.approx(result.id["accuracy"])
+    state = torch.load(tmp_path / MODEL_FILE, weights_only=True)
+    state["model"]["head.weight"] = torch.zeros(10, 84)
+    torch.save(state, tmp_path / MODEL_FILE)
+    with pytest.raises(RuntimeError, match="head.weight"):
+        load_model(tmp_path)
