@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Callable, Mapping
 import numpy as np
 
 from moon.metrics import Paired, paired_comparison
-from moon.report import _mean_std, _require, is_percent
+from moon.report import is_percent, mean_std, require_columns
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -131,7 +131,7 @@ def _flag(frame: "pd.DataFrame", column: str) -> "pd.Series":
 def _moon_pairs(frame: "pd.DataFrame", values) -> "pd.DataFrame":
     """MOON runs (unknown class and averaging on) paired with baseline runs (both off) of the same
     seed and other configuration (``alpha_auto`` and ``as_released`` included)."""
-    _require(frame, ["unknown_class", "averaging", "seed"])
+    require_columns(frame, ["unknown_class", "averaging", "seed"])
     unknown, averaging = _flag(frame, "unknown_class"), _flag(frame, "averaging")
     return _pairs(frame[unknown & averaging], frame[~unknown & ~averaging],
                   _config_keys(frame, ("unknown_class", "averaging")), values)
@@ -187,14 +187,14 @@ def _mean_std_table(frame: "pd.DataFrame", metrics, by) -> "pd.DataFrame":
     import pandas as pd
 
     metrics, by = list(metrics), list(by)
-    _require(frame, metrics + by)
+    require_columns(frame, metrics + by)
     data = pd.concat([frame[by], frame[metrics].apply(pd.to_numeric, errors="coerce")], axis=1)
     groups = data.groupby(by, dropna=False, sort=True)
     table = groups.size().to_frame("n")
     for metric in metrics:
         scale = scale_of(metric)
         table[metric] = groups[metric].agg(
-            lambda v, s=scale: _mean_std(v, s, 1 if s == 100 else 3))
+            lambda v, s=scale: mean_std(v, s, 1 if s == 100 else 3))
     return table
 
 
@@ -212,7 +212,7 @@ def paired_moon_frame(frame: "pd.DataFrame", metrics=PAIRED_METRICS, by=("method
     MOON_i − baseline_i and the interval is :func:`moon.metrics.paired_comparison`'s t-interval.
     """
     metrics, by = list(metrics), list(by)
-    _require(frame, metrics + by)
+    require_columns(frame, metrics + by)
     return _paired_rows(_moon_pairs(frame, metrics), metrics, by, level)
 
 
@@ -237,7 +237,7 @@ def sparsity_effect_frame(frame: "pd.DataFrame", metrics=PAIRED_METRICS, base_me
 
     metrics, by = list(metrics), list(by)
     match = [c for c in match if c in frame.columns and c not in by]
-    _require(frame, metrics + by + ["method", "unknown_class", "averaging"])
+    require_columns(frame, metrics + by + ["method", "unknown_class", "averaging"])
     plain = frame[~_flag(frame, "unknown_class") & ~_flag(frame, "averaging")]
     dense = plain[plain["method"] == base_method]
     rows = []
@@ -285,7 +285,7 @@ def ablation_labels(frame: "pd.DataFrame", label: str | Callable = ablation_labe
     """The ablation label of each run: ``label`` applied to each row, or the column ``label``."""
     if callable(label):
         return frame.apply(label, axis=1).rename("ablation")
-    _require(frame, [label])
+    require_columns(frame, [label])
     return frame[label].astype(str).rename("ablation")
 
 
@@ -351,7 +351,7 @@ def cost_table(frame: "pd.DataFrame", by=("method", "density"),
     import pandas as pd
 
     by = list(by)
-    _require(frame, by + ["moon"])
+    require_columns(frame, by + ["moon"])
     data = frame[by + ["moon"]].assign(
         flops_vs_dense=_numeric(frame, "extra.flops.train_step")
         / (3 * _numeric(frame, "extra.flops.forward_dense")),
@@ -404,7 +404,7 @@ def posthoc_gain_frame(frame: "pd.DataFrame", detector: str = "dice", base_detec
     for kind in kinds:
         a, b, gain = (f"ood.{kind}.{detector}.{metric}", f"ood.{kind}.{base_detector}.{metric}",
                       f"gain.{kind}")
-        _require(frame, [a, b])
+        require_columns(frame, [a, b])
         data = frame.assign(**{gain: _numeric(frame, a) - _numeric(frame, b)})
         per_run = data.assign(**{f"{gain}_t": data[a], f"{gain}_b": data[b]})
         long += [_paired_rows(per_run, [gain], by + ["moon"], level),

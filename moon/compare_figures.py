@@ -16,8 +16,8 @@ import numpy as np
 
 from moon.compare import (PAIRED_METRICS, _label_order, _numeric, ablation_label, ablation_labels,
                           scale_of, t_interval)
-from moon.figures import _density_axis, new_figure, save
-from moon.report import _require
+from moon.figures import density_axis, new_figure, save
+from moon.report import require_columns
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -48,7 +48,7 @@ def paired_moon_plot(paired: "pd.DataFrame", path: str | Path | None = None):
     zero line (no effect)."""
     import seaborn as sns
 
-    _require(paired, ["method", "density", "metric", "mean_diff", "low", "high", "excludes_zero"])
+    require_columns(paired, ["method", "density", "metric", "mean_diff", "low", "high", "excludes_zero"])
     metrics = list(dict.fromkeys(paired["metric"]))
     fig, axes = _grid(len(metrics), 4.6, 3.4)
     methods = sorted(paired["method"].unique())
@@ -65,7 +65,7 @@ def paired_moon_plot(paired: "pd.DataFrame", path: str | Path | None = None):
             hit = rows["excludes_zero"].astype(bool)
             ax.scatter(x[hit], y[hit], color=palette[method], zorder=3)
         ax.axhline(0, color="black", lw=1)
-        _density_axis(ax, paired["density"].astype(float))
+        density_axis(ax, paired["density"].astype(float))
         ax.set_title(metric, fontsize=9)
         ax.set_ylabel(f"MOON − baseline{_unit(metric)}")
     axes[0].legend(fontsize=7, title="method (filled: interval excludes 0)", title_fontsize=7,
@@ -118,7 +118,7 @@ def calibration_overview(frame: "pd.DataFrame", by=("variant", "density"),
     import seaborn as sns
 
     by = list(by)
-    _require(frame, by + ["id.ece", "moon", "method", "density"])
+    require_columns(frame, by + ["id.ece", "moon", "method", "density"])
     groups = sorted(frame.groupby(by, sort=True), key=lambda kg: (   # baseline next to its MOON
         kg[1]["method"].iloc[0], -float(kg[1]["density"].iloc[0]),
         kg[1]["moon"].iloc[0] != "baseline"))

@@ -26,7 +26,7 @@ from moon.detectors import Detector, make_detector
 from moon.loaders import TensorLoader
 from moon.metrics import calibration, fit_temperature, ood_metrics, reliability
 from moon.ood import load_ood
-from moon.train import extract
+from moon.train import Outputs, extract
 
 FPR_GRID = np.linspace(0.0, 1.0, 101)
 HIST_BINS = 40

@@ -265,7 +265,7 @@ def roc_curves(result, detector: str = "msp", path: str | Path | None = None):
 # --------------------------------------------------------------------------------------------------
 # Many runs: metrics against density
 # --------------------------------------------------------------------------------------------------
-def _density_axis(ax, densities) -> None:
+def density_axis(ax, densities) -> None:
     """Log-scaled x axis with the run densities as its only ticks ("1 (dense)" for 1.0)."""
     ticks = sorted(set(densities))
     ax.set_xscale("log")
@@ -307,7 +307,7 @@ def density_curves(frame: "pd.DataFrame", metric: str = "id.accuracy", hue: str 
                         color=color, capsize=3, label=label)
             ax.axhline(scale * cell["mean"], color=color, ls=":", lw=1)
             label = None
-    _density_axis(ax, summary["density"])
+    density_axis(ax, summary["density"])
     ax.set_ylabel(f"{metric} (%)" if scale == 100 else metric)
     if legend:
         ax.legend(fontsize=7, title=hue, title_fontsize=7)

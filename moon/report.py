@@ -93,7 +93,7 @@ def variant_label(config: dict) -> str:
 
 def is_percent(column: str) -> bool:
     """Whether a metric column is shown x100 (accuracy, calibration errors, AUROC, AUPR, FPR@95)."""
-    return column.rsplit(".", 1)[-1] in PERCENT_COLUMNS
+    return column.rsplit(".", 1)[-1].removeprefix("ts_") in PERCENT_COLUMNS
 
 
 def ood_kind(name: str, fallback: dict | None = None) -> str | None:
@@ -153,7 +153,7 @@ def results_frame(results_or_root) -> "pd.DataFrame":
     return _with_kind_means(pd.DataFrame(rows))
 
 
-def _require(frame: "pd.DataFrame", columns) -> None:
+def require_columns(frame: "pd.DataFrame", columns) -> None:
     """Raise ValueError naming the columns ``frame`` lacks."""
     missing = [c for c in columns if c not in frame.columns]
     if missing:
@@ -161,7 +161,7 @@ def _require(frame: "pd.DataFrame", columns) -> None:
                          f"it has {', '.join(map(str, frame.columns))}")
 
 
-def _mean_std(values, scale: float, decimals: int) -> str:
+def mean_std(values, scale: float, decimals: int) -> str:
     """"mean ± std" of ``values`` x ``scale`` (std over seeds, ddof 1; only the mean for one value)."""
     values = values.dropna()
     if values.empty:
@@ -181,13 +181,13 @@ def summary_table(frame: "pd.DataFrame", metrics=None,
     if metrics is None:
         metrics = [m for m in SUMMARY_METRICS if m in frame.columns]
     metrics, by = list(metrics), list(by)
-    _require(frame, metrics + by)
+    require_columns(frame, metrics + by)
     numeric = frame[metrics].apply(pd.to_numeric, errors="coerce")
     groups = pd.concat([frame[by], numeric], axis=1).groupby(by, dropna=False, sort=True)
     table = groups.size().to_frame("n")
     for metric in metrics:
         scale, decimals = (100.0, 1) if is_percent(metric) else (1.0, 3)
-        table[metric] = groups[metric].agg(lambda v, s=scale, d=decimals: _mean_std(v, s, d))
+        table[metric] = groups[metric].agg(lambda v, s=scale, d=decimals: mean_std(v, s, d))
     return table
 
 
@@ -219,7 +219,7 @@ def density_summary(frame: "pd.DataFrame", metric: str = "id.accuracy",
     import pandas as pd
     from scipy import stats
 
-    _require(frame, [metric, hue, "density", "method"])
+    require_columns(frame, [metric, hue, "density", "method"])
     data = pd.DataFrame({hue: frame[hue], "density": frame["density"].astype(float),
                          "value": pd.to_numeric(frame[metric], errors="coerce"),
                          "is_dense": frame["method"] == "dense"}).dropna(subset=["value"])

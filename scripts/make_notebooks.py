@@ -45,7 +45,7 @@ STUDY_FIELDS = ["dataset", "model", "epochs", "sparse_init"]
 
 def study_cells(study: str) -> str:
     return f"""
-from moon import figures, report
+from moon import compare, compare_figures, figures, report
 from moon.config import overrides_from_namespace
 from moon.study import collect, run_study
 
@@ -106,9 +106,9 @@ the differences of each plain sparse method to dense.""",
         parameters("quick", "runs/sweep", STUDY_FIELDS),
         study_cells("sweep"),
         'figures.density_grid(frame, metrics=("id.accuracy", "id.ece", "ood.near.msp.auroc", "ood.far.msp.auroc"))',
-        "paired = report.paired_moon_frame(frame)\nreport.paired_moon_table(frame)",
-        "figures.paired_moon_plot(paired)",
-        "report.sparsity_effect_frame(frame)"),
+        "compare.paired_moon_table(frame)",
+        "compare_figures.paired_moon_plot(compare.paired_moon_frame(frame))",
+        "compare.sparsity_effect_table(frame)"),
 
     "ablation": notebook(
         """# Ablation: MOON's parts
@@ -124,8 +124,8 @@ smoke` in a few minutes. Finished runs are reused.
 **What to look at.** The table (mean ± std over seeds) and the bars with 95% intervals.""",
         parameters("quick", "runs/ablation", STUDY_FIELDS),
         study_cells("ablation"),
-        "report.ablation_table(frame)",
-        "figures.ablation_plot(frame)"),
+        "compare.ablation_table(frame)",
+        "compare_figures.ablation_plot(frame)"),
 
     "calibration": notebook(
         """# Calibration
@@ -141,8 +141,8 @@ smoke` in a few minutes. The post-hoc chapter reads the same runs.
 ECE against its temperature-scaled reference, and the reliability diagrams of seed 0.""",
         parameters("quick", "runs/calibration", STUDY_FIELDS),
         study_cells("calibration"),
-        "report.calibration_table(frame)",
-        "figures.calibration_overview(frame)",
+        "compare.calibration_table(frame)",
+        "compare_figures.calibration_overview(frame)",
         "figures.reliability_diagram([r for r in results if r.config['seed'] == results[0].config['seed']])"),
 
     "posthoc": notebook(
@@ -158,9 +158,9 @@ preset, the same runs as the calibration chapter.
 over plain energy on the same runs, without and with MOON.""",
         parameters("quick", "runs/calibration", STUDY_FIELDS),
         study_cells("calibration"),
-        'report.posthoc_table(frame, kind="near")',
-        'report.posthoc_table(frame, kind="far")',
-        "report.posthoc_gain_frame(frame)"),
+        'compare.posthoc_table(frame, kind="near")',
+        'compare.posthoc_table(frame, kind="far")',
+        "compare.posthoc_gain_frame(frame)"),
 
     "cost": notebook(
         """# Cost
@@ -176,7 +176,7 @@ kernels that skip inactive weights would need. On the CPU, peak memory is the pr
 **What to look at.** The table, and the MOON/baseline time ratio with its interval.""",
         parameters("quick", "runs/sweep", STUDY_FIELDS),
         study_cells("sweep"),
-        "report.cost_table(frame)"),
+        "compare.cost_table(frame)"),
 
     "theory_unknown_class": notebook(
         """# Theory: what the unknown class learns

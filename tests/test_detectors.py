@@ -90,7 +90,7 @@ def test_unfitted_detectors_raise(net):
 
 
 def test_react_at_the_100th_percentile_is_energy(net):
-    train, test = outputs_of(net, torch.randn(64, 6)), outputs_of(net, torch.randn(16, 6))
+    train = outputs_of(net, torch.randn(64, 6))
     react = make_detector("react", net, K, p=100.0).fit(train)
     assert react.clip == pytest.approx(float(train.features.max()))
     torch.testing.assert_close(react.score(train), scores.energy(train.logits, K))  # nothing clipped

@@ -1,0 +1,68 @@
+"""Execute the notebook templates through papermill into the book's chapters.
+
+    python scripts/run_chapters.py --preset quick                       # what the committed book shows
+    python scripts/run_chapters.py --preset smoke --results /tmp/smoke  # CI: every template, quickly
+    python scripts/run_chapters.py --only ood_eval                       # one chapter
+
+Each template ``notebooks/NAME.ipynb`` becomes ``book/chapters/NAME.ipynb`` (executed, with
+outputs). Runs go under ``RESULTS/<study>-<preset>/`` (summary chapters sharing a study share its
+runs), and finished runs are reused. The chapters are executed with the repository as working
+directory, so the result paths they print are relative to it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import papermill as pm
+
+ROOT = Path(__file__).resolve().parent.parent
+# template -> the folder name of the runs it reads (a study, or a single run)
+RUNS = {"ood_eval": "ood_eval", "sparsity_sweep": "sweep", "cost": "sweep",
+        "ablation": "ablation", "calibration": "calibration", "posthoc": "calibration",
+        "theory_unknown_class": "theory", "theory_dice_variance": "ood_eval"}
+
+
+def out_dir(template: str, results: Path, preset: str | None) -> str:
+    name = RUNS[template] + (f"-{preset}" if preset else "")
+    path = results / name
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default=None, help="smoke | quick | full (default: none)")
+    parser.add_argument("--results", default=str(ROOT / "book" / "results"))
+    parser.add_argument("--chapters", default=str(ROOT / "book" / "chapters"))
+    parser.add_argument("--only", nargs="*", default=None, help="template names (default: all)")
+    parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[],
+                        metavar=("NAME", "VALUE"), help="extra papermill parameter for every template")
+    args = parser.parse_args()
+    chapters, results = Path(args.chapters), Path(args.results).resolve()
+    chapters.mkdir(parents=True, exist_ok=True)
+    names = args.only or list(RUNS)
+    unknown = sorted(set(names) - set(RUNS))
+    if unknown:
+        parser.error(f"unknown templates {unknown}; choose from {', '.join(RUNS)}")
+    for name in names:
+        start = time.perf_counter()
+        params = {"preset": args.preset, "out_dir": out_dir(name, results, args.preset),
+                  **{k: _value(v) for k, v in args.parameter}}
+        pm.execute_notebook(ROOT / "notebooks" / f"{name}.ipynb", chapters / f"{name}.ipynb",
+                            parameters=params, cwd=str(ROOT), progress_bar=False,
+                            report_mode=False, kernel_name="python3")
+        print(f"{name}: {time.perf_counter() - start:.0f} s -> {chapters / name}.ipynb", flush=True)
+    return 0
+
+
+def _value(text: str):
+    import yaml
+
+    return yaml.safe_load(text)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
