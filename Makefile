@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install test book data benchmark clean-book
+.PHONY: install test book data benchmark chapters ci-book clean-book
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,9 +28,24 @@ data: $(STAMP)
 benchmark: data
 	$(BIN)/python -m moon benchmark --out book/results/benchmark
 
+# The main job: a fresh run of notebooks/ood_eval.ipynb with its defaults (and the DICE theory
+# chapter, which reads that run), then the book with the committed chapters and results.
 book: benchmark
+	$(BIN)/python scripts/run_chapters.py --only ood_eval theory_dice_variance
 	$(BIN)/jupyter-book build -W --keep-going book/
 	@echo "Open book/_build/html/index.html"
+
+# Re-execute every chapter with a preset (runs its studies where results are missing).
+PRESET ?= quick
+chapters: data
+	$(BIN)/python scripts/run_chapters.py --preset $(PRESET)
+
+# CI: every template with the smoke preset (runs in a temporary folder), then the book with
+# warnings as errors. Overwrites book/chapters/ (git checkout book/chapters restores them).
+SMOKE_RESULTS ?= $(CURDIR)/.smoke-results
+ci-book: benchmark
+	$(BIN)/python scripts/run_chapters.py --preset smoke --results $(SMOKE_RESULTS)
+	$(BIN)/jupyter-book build -W --keep-going book/
 
 clean-book:
 	rm -rf book/_build

@@ -284,6 +284,10 @@ def density_curves(frame: "pd.DataFrame", metric: str = "id.accuracy", hue: str 
 
     summary = density_summary(frame, metric, hue)
     scale = 100.0 if is_percent(metric) else 1.0
+    # bands are drawn within the metric's range (a 2-seed t-interval is very wide); the summary
+    # attached to the axes keeps the true interval
+    lo, hi = (0.0, 1.0) if scale == 100 else (-math.inf, math.inf)
+    band = summary.assign(low=summary["low"].clip(lo, hi), high=summary["high"].clip(lo, hi))
     new = ax is None
     if new:
         with sns.axes_style("whitegrid"):
@@ -292,8 +296,8 @@ def density_curves(frame: "pd.DataFrame", metric: str = "id.accuracy", hue: str 
     fig = ax.figure
     hues = sorted(frame[hue].dropna().unique())      # the frame's, so panels share colours
     palette = dict(zip(hues, sns.color_palette(n_colors=len(hues))))
-    for value in dict.fromkeys(summary[hue]):
-        cells = summary[summary[hue] == value]
+    for value in dict.fromkeys(band[hue]):
+        cells = band[band[hue] == value]
         sparse, dense = cells[~cells["dense"]], cells[cells["dense"]]
         color, label = palette[value], str(value)
         if len(sparse):
@@ -302,9 +306,9 @@ def density_curves(frame: "pd.DataFrame", metric: str = "id.accuracy", hue: str 
                             color=color, alpha=0.2, linewidth=0)
             label = None
         for _, cell in dense.iterrows():
-            err = scale * (cell["high"] - cell["mean"])
-            ax.errorbar(1.0, scale * cell["mean"], yerr=None if math.isnan(err) else err, marker="s",
-                        color=color, capsize=3, label=label)
+            err = [[scale * (cell["mean"] - cell["low"])], [scale * (cell["high"] - cell["mean"])]]
+            ax.errorbar(1.0, scale * cell["mean"], yerr=None if math.isnan(err[0][0]) else err,
+                        marker="s", color=color, capsize=3, label=label)
             ax.axhline(scale * cell["mean"], color=color, ls=":", lw=1)
             label = None
     density_axis(ax, summary["density"])

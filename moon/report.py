@@ -230,3 +230,26 @@ def density_summary(frame: "pd.DataFrame", metric: str = "id.accuracy",
     half = stats.t.ppf((1 + confidence) / 2, dof) * summary["std"] / np.sqrt(summary["n"])
     summary["low"], summary["high"] = summary["mean"] - half, summary["mean"] + half
     return summary
+
+
+def runs_table(folders) -> "pd.DataFrame":
+    """Every result file under ``folders``: where it ran (device, threads, host), when, how long
+    training and evaluation took, with which code (git SHA) and status; for the reproducibility
+    page."""
+    import pandas as pd
+
+    from moon.results import load_results
+
+    rows = []
+    for folder in folders:
+        if not Path(folder).exists():
+            continue
+        for result in load_results(folder, status=None):
+            prov, timing, cfg = result.provenance, result.timing, result.config
+            rows.append({"folder": Path(folder).name, "method": cfg["method"],
+                         "density": cfg["density"], "seed": cfg["seed"], "epochs": cfg["epochs"],
+                         "status": result.status, "device": prov.get("device"),
+                         "threads": prov.get("num_threads"), "host": prov.get("hostname"),
+                         "train s": timing.get("train_seconds"), "eval s": timing.get("eval_seconds"),
+                         "git": (prov.get("git_sha") or "")[:10], "started": prov.get("started")})
+    return pd.DataFrame(rows)

@@ -54,8 +54,21 @@ def main() -> int:
         pm.execute_notebook(ROOT / "notebooks" / f"{name}.ipynb", chapters / f"{name}.ipynb",
                             parameters=params, cwd=str(ROOT), progress_bar=False,
                             report_mode=False, kernel_name="python3")
+        _hide_parameters(chapters / f"{name}.ipynb")
         print(f"{name}: {time.perf_counter() - start:.0f} s -> {chapters / name}.ipynb", flush=True)
     return 0
+
+
+def _hide_parameters(path: Path) -> None:
+    """Collapse the parameters cells' source in the book (the values stay one click away)."""
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        tags = cell.metadata.setdefault("tags", [])
+        if {"parameters", "injected-parameters"} & set(tags) and "hide-input" not in tags:
+            tags.append("hide-input")
+    nbformat.write(nb, path)
 
 
 def _value(text: str):
