@@ -7,8 +7,7 @@ Per-run figures read the curve data that evaluation stores in ``result.extra["cu
 ``reliability`` (per confidence bin: edges, mean confidence, accuracy, count), ``roc`` (TPR on a
 shared FPR grid per OOD set and detector), ``hist`` (score histograms of ID and each OOD set per
 detector, on shared edges) and ``ood_kind`` (near/far per set). Figures over many runs read the frame
-of :func:`moon.report.results_frame`. Like :mod:`moon.report`, every function returns its figure and
-saves it as PNG when given a path. Metrics are fractions in the files; axes show them in %.
+of :func:`moon.report.results_frame`. Metrics are fractions in the files; axes show them in %.
 """
 
 from __future__ import annotations
@@ -123,7 +122,7 @@ def save(fig, path: str | Path | None):
 
 
 GRID_METRICS = ("id.accuracy", "id.ece", "ood.near.msp.auroc", "ood.far.msp.auroc")
-MAX_COLUMNS = 6
+MAX_COLUMNS = 3
 
 
 def _curves(result, key: str) -> dict:
