@@ -67,8 +67,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     for item in args.only:
         axis, _, values = item.partition("=")
         only[axis] = [yaml.safe_load(v) for v in values.split(",")]
-    statuses = run_study(study, out, preset=args.preset, workers=args.workers, only=only,
-                         **parse_overrides(args.overrides))
+    statuses = run_study(study, out, preset=args.preset, workers=args.workers, engine=args.engine,
+                         via=args.via, only=only, **parse_overrides(args.overrides))
     failed = sorted(name for name, status in statuses.items() if status != "complete")
     print(f"{len(statuses) - len(failed)} of {len(statuses)} cells complete in {out}")
     for name in failed:
@@ -102,19 +102,31 @@ def build_parser() -> argparse.ArgumentParser:
 
     sweep = sub.add_parser("sweep", help="run a study's grid (resumable)")
     sweep.add_argument("study", help="a name in studies/ (sweep, ablation, ...) or a YAML path")
+    sweep.add_argument("overrides", nargs="*", help="RunConfig fields for every cell, key=value")
     sweep.add_argument("--preset", default=None, help="RunConfig preset; also restricts the grid")
     sweep.add_argument("--out", default=None, help="output folder (default runs/STUDY[-PRESET])")
     sweep.add_argument("--workers", type=int, default=1, help="local worker processes")
+    sweep.add_argument("--engine", choices=("local", "ray"), default="local",
+                       help="local processes, or Ray tasks (RAY_ADDRESS or a local instance)")
+    sweep.add_argument("--via", choices=("notebook", "run"), default="notebook",
+                       help="execute ood_eval.ipynb per cell (default) or call moon.run directly")
     sweep.add_argument("--only", action="append", default=[], metavar="AXIS=V1,V2",
                        help="run only these values of an axis (repeatable), e.g. seed=0")
-    sweep.add_argument("overrides", nargs="*", help="RunConfig fields for every cell, key=value")
     sweep.set_defaults(func=_cmd_sweep)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    # key=value overrides may also follow the options (argparse stops positionals at the first
+    # option), so they are collected from what it did not recognise
+    args, extra = parser.parse_known_args(argv)
+    stray = [item for item in extra if item.startswith("-") or "=" not in item]
+    if stray or (extra and not hasattr(args, "overrides")):
+        parser.error(f"unrecognized arguments: {' '.join(stray or extra)}")
+    if extra:
+        args.overrides = list(args.overrides) + extra
     try:
         return args.func(args)
     except ValueError as err:

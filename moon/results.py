@@ -136,6 +136,17 @@ def _atomic_file(path: str | os.PathLike) -> Iterator[IO[bytes]]:
     _fsync_dir(path.parent)
 
 
+def remove_stale_temporaries(folder: str | os.PathLike) -> int:
+    """Delete the temporary files an interrupted atomic write left in ``folder`` (a process killed
+    with SIGKILL cannot clean up after itself); returns how many were removed."""
+    folder = Path(folder)
+    stale = list(folder.glob(".*.tmp")) if folder.is_dir() else []
+    for path in stale:
+        with contextlib.suppress(OSError):
+            path.unlink()
+    return len(stale)
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

@@ -20,6 +20,7 @@ from moon.results import (
     load_result,
     now_iso,
     provenance,
+    remove_stale_temporaries,
     save_result,
 )
 from moon.train import CHECKPOINT, Trainer, resolve_device
@@ -38,8 +39,10 @@ def run(cfg: RunConfig, out_dir: str | Path | None = None, raise_on_failure: boo
     unless ``raise_on_failure`` is False. ``progress``: the tqdm bar (None: on a terminal only).
     """
     out = Path(out_dir) if out_dir is not None else None
+    if out is not None:
+        remove_stale_temporaries(out)
     if out is not None and cfg.resume:
-        finished = _finished(out, cfg)
+        finished = finished_result(out, cfg)
         if finished is not None:
             return finished
     device = resolve_device(cfg.device)
@@ -104,7 +107,7 @@ def mask_summary(trainer: Trainer, model: nn.Module) -> dict:
             "nonzero_density": nonzero / total}
 
 
-def _finished(out: Path, cfg: RunConfig) -> RunResult | None:
+def finished_result(out: Path, cfg: RunConfig) -> RunResult | None:
     """A complete result of the same configuration already in ``out``, if any."""
     path = out / RESULT_FILE
     if not path.exists():

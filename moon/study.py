@@ -111,21 +111,37 @@ def load_study(name_or_path: str | Path) -> Study:
     return study
 
 
+ENGINES = ("local", "ray")
+VIA = ("notebook", "run")
+TEMPLATE = Path(__file__).resolve().parent.parent / "notebooks" / "ood_eval.ipynb"
+NOTEBOOK = "ood_eval.ipynb"
+
+
 def run_study(study: Study | str, out_dir: str | Path, preset: str | None = None,
-              workers: int = 1, only: dict[str, list[Any]] | None = None,
-              progress: bool | None = None, **overrides: Any) -> dict[str, str]:
-    """Run every cell not yet complete; returns ``{cell: status}``. A failed cell is recorded in
-    its result file and reported; the others go on. ``workers > 1`` runs cells in that many local
-    processes, each with ``cores // workers`` torch threads so they do not fight over cores."""
+              workers: int = 1, engine: str = "local", via: str = "notebook",
+              only: dict[str, list[Any]] | None = None, progress: bool | None = None,
+              **overrides: Any) -> dict[str, str]:
+    """Run every cell not yet complete; returns ``{cell: status}``.
+
+    ``via="notebook"`` executes ``notebooks/ood_eval.ipynb`` through papermill for a cell and keeps
+    the executed notebook beside its ``result.json``; ``via="run"`` calls ``moon.run`` directly.
+    ``engine="local"`` runs ``workers`` processes on this machine (each with ``cores // workers``
+    torch threads, so they do not fight over cores); ``engine="ray"`` submits every cell as a Ray
+    task (one GPU per task where the cluster has GPUs) to the cluster at ``RAY_ADDRESS``, or to a
+    local Ray instance. A failed cell is recorded in its result file and reported; the others go
+    on. Finished cells are skipped, so a killed study continues where it stopped.
+    """
     from tqdm import tqdm
 
+    if engine not in ENGINES or via not in VIA:
+        raise ValueError(f"engine={engine!r}, via={via!r}: choose engine from {ENGINES}, via from {VIA}")
     study = load_study(study) if not isinstance(study, Study) else study
     cells = study.cells(preset, only, **overrides)
-    root = Path(out_dir)
-    jobs = [(cell.config.replace(resume=True), str(root / cell.name)) for cell in cells]
+    jobs = [(cell.config.replace(resume=True), str(Path(out_dir) / cell.name)) for cell in cells]
     bar = tqdm(total=len(jobs), desc=f"study {study.name}", unit="cell", disable=progress is False)
+    execute = _execute_ray if engine == "ray" else _execute_local
     statuses: dict[str, str] = {}
-    for cell, (status, error) in zip(cells, _execute(jobs, workers, bar)):
+    for cell, (status, error) in zip(cells, execute(jobs, workers, via, bar)):
         statuses[cell.name] = status
         if status != "complete":
             log.error("cell %s failed: %s", cell.name, error)
@@ -133,25 +149,64 @@ def run_study(study: Study | str, out_dir: str | Path, preset: str | None = None
     return statuses
 
 
-def _run_cell(job: tuple[RunConfig, str], threads: int | None = None) -> tuple[str, str | None]:
-    """One cell in this process: ``moon.run`` with failures recorded, not raised."""
+def _run_cell(job: tuple[RunConfig, str], threads: int | None = None,
+              via: str = "run") -> tuple[str, str | None]:
+    """One cell in this process (or, for notebooks, in a kernel it starts); failures are
+    recorded, not raised."""
+    import os
+
     import torch
 
     import moon
 
     if threads:
         torch.set_num_threads(threads)
+        os.environ["OMP_NUM_THREADS"] = str(threads)   # the notebook kernel inherits it
     cfg, out = job
+    if via == "notebook":
+        return _run_notebook(cfg, Path(out))
     result = moon.run(cfg, out, raise_on_failure=False, progress=False)
     return result.status, result.error
 
 
-def _execute(jobs: list, workers: int, bar) -> list[tuple[str, str | None]]:
+def _run_notebook(cfg: RunConfig, out: Path) -> tuple[str, str | None]:
+    """Execute the ``ood_eval`` template for ``cfg`` into ``out``: written under a temporary name
+    and renamed when complete, so a killed cell never leaves a finished-looking notebook."""
+    import os
+
+    import papermill as pm
+
+    from moon.results import load_result
+
+    final = out / NOTEBOOK
+    if final.exists() and _finished(out, cfg):
+        return "complete", None
+    out.mkdir(parents=True, exist_ok=True)
+    partial = out / ".ood_eval.partial.ipynb"
+    params = {**cfg.to_dict(), "preset": None, "out_dir": str(out)}
+    try:
+        pm.execute_notebook(TEMPLATE, partial, parameters=params, progress_bar=False,
+                            kernel_name="python3", cwd=str(TEMPLATE.parent.parent))
+    except pm.PapermillExecutionError as err:
+        os.replace(partial, out / "ood_eval.failed.ipynb")
+        return "failed", f"{err.ename}: {err.evalue}"
+    os.replace(partial, final)
+    result = load_result(out)
+    return result.status, result.error
+
+
+def _finished(out: Path, cfg: RunConfig) -> bool:
+    from moon.runner import finished_result
+
+    return finished_result(out, cfg) is not None
+
+
+def _execute_local(jobs: list, workers: int, via: str, bar) -> list[tuple[str, str | None]]:
     """Results of ``_run_cell`` for every job, in order; sequential or in a process pool."""
     if workers <= 1:
         out = []
         for job in jobs:
-            out.append(_run_cell(job))
+            out.append(_run_cell(job, via=via))
             bar.update(1)
         return out
     import multiprocessing as mp
@@ -160,10 +215,29 @@ def _execute(jobs: list, workers: int, bar) -> list[tuple[str, str | None]]:
 
     threads = max(1, (os.cpu_count() or 1) // workers)
     with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
-        futures = [pool.submit(_run_cell, job, threads) for job in jobs]
+        futures = [pool.submit(_run_cell, job, threads, via) for job in jobs]
         for future in futures:   # in submission order; the bar moves as each one finishes
             future.add_done_callback(lambda _: bar.update(1))
         return [future.result() for future in futures]
+
+
+def _execute_ray(jobs: list, workers: int, via: str, bar) -> list[tuple[str, str | None]]:
+    """Every job as a Ray task (``ray.init()`` joins ``RAY_ADDRESS`` when set, else starts a local
+    instance); one GPU per task where the cluster has GPUs, else one CPU. ``workers`` is ignored:
+    Ray schedules by resources."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(ignore_reinit_error=True, include_dashboard=False, log_to_driver=False)
+    gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
+    task = ray.remote(num_cpus=1, num_gpus=gpus)(_run_cell)
+    pending = {task.remote(job, None if gpus else 1, via): i for i, job in enumerate(jobs)}
+    out: list = [None] * len(jobs)
+    while pending:
+        done, _ = ray.wait(list(pending), num_returns=1)
+        out[pending.pop(done[0])] = ray.get(done[0])
+        bar.update(1)
+    return out
 
 
 def collect(study: Study | str, out_dir: str | Path, preset: str | None = None,

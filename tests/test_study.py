@@ -8,6 +8,7 @@ from moon.study import Study, load_study, run_study
 from moon.train import Trainer
 
 SMALL = dict(epochs=1, batch_size=64, device="cpu", detectors="msp,energy", eval_batch_size=256)
+RUN = dict(via="run", progress=False)
 
 
 def tiny_study():
@@ -44,7 +45,7 @@ def test_bad_study_names_and_axes():
 
 
 def test_run_study_skips_finished_cells(tiny_fashion, tmp_path, monkeypatch):
-    statuses = run_study(tiny_study(), tmp_path, progress=False, **SMALL)
+    statuses = run_study(tiny_study(), tmp_path, **RUN, **SMALL)
     assert set(statuses.values()) == {"complete"} and len(statuses) == 5
     assert len(list(tmp_path.glob("*/result.json"))) == 5
 
@@ -52,13 +53,13 @@ def test_run_study_skips_finished_cells(tiny_fashion, tmp_path, monkeypatch):
         raise AssertionError("a finished cell was trained again")
 
     monkeypatch.setattr(Trainer, "fit", no_training)
-    assert run_study(tiny_study(), tmp_path, progress=False, **SMALL) == statuses
+    assert run_study(tiny_study(), tmp_path, **RUN, **SMALL) == statuses
 
 
 def test_collect_returns_exactly_the_study_cells(tiny_fashion, tmp_path):
     from moon.study import collect
 
-    run_study(tiny_study(), tmp_path, preset="smoke", progress=False, **SMALL)
+    run_study(tiny_study(), tmp_path, preset="smoke", **RUN, **SMALL)
     assert len(collect(tiny_study(), tmp_path, preset="smoke", **SMALL)) == 3
     assert collect(tiny_study(), tmp_path, **SMALL) == []   # other configs (no preset) not run yet
 
@@ -67,7 +68,7 @@ def test_only_restricts_axes_and_workers_give_the_same_results(tiny_fashion, tmp
     study = tiny_study()
     only = {"density": [0.05], "moon": ["moon"]}
     assert [c.name for c in study.cells(only=only)] == ["method=rigl,density=0.05,moon=moon"]
-    seq = run_study(study, tmp_path / "seq", only={"density": [0.05]}, progress=False, **SMALL)
+    seq = run_study(study, tmp_path / "seq", only={"density": [0.05]}, **RUN, **SMALL)
     assert len(seq) == 2
 
 
@@ -78,10 +79,76 @@ def test_workers_run_each_cell_once(fake_data, tmp_path):
     study = Study(name="w", base={"model": "mlp", "method": "static", "density": 0.2},
                   grid=[{"seed": [0, 1]}])
     small = dict(SMALL, detectors="msp", max_train_samples=100, fit_samples=100)
-    par = run_study(study, tmp_path / "par", workers=2, progress=False, **small)
-    seq = run_study(study, tmp_path / "seq", progress=False, **small)
+    par = run_study(study, tmp_path / "par", workers=2, **RUN, **small)
+    seq = run_study(study, tmp_path / "seq", **RUN, **small)
     assert par == seq == {"seed=0": "complete", "seed=1": "complete"}
     for name in par:
         a = json.loads((tmp_path / "par" / name / "result.json").read_text())
         b = json.loads((tmp_path / "seq" / name / "result.json").read_text())
         assert a["id"]["accuracy"] == pytest.approx(b["id"]["accuracy"])
+
+
+FAKE_SMALL = dict(SMALL, detectors="msp", max_train_samples=100, fit_samples=100)
+
+
+def _fake_study(name="w"):
+    return Study(name=name, base={"model": "mlp", "method": "static", "density": 0.2},
+                 grid=[{"seed": [0, 1]}])
+
+
+@pytest.mark.slow
+def test_notebook_cells_keep_their_executed_notebook(fake_data, tmp_path):
+    statuses = run_study(_fake_study(), tmp_path, progress=False, **FAKE_SMALL)
+    assert statuses == {"seed=0": "complete", "seed=1": "complete"}
+    notebook = tmp_path / "seed=0" / "ood_eval.ipynb"
+    executed = json.loads(notebook.read_text())
+    assert any(c.get("outputs") for c in executed["cells"] if c["cell_type"] == "code")
+    assert not list(tmp_path.glob("*/.*.partial.ipynb"))
+    before = notebook.stat().st_mtime_ns
+    run_study(_fake_study(), tmp_path, progress=False, **FAKE_SMALL)   # finished: skipped
+    assert notebook.stat().st_mtime_ns == before
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_leaves_each_result_once(fake_data, tmp_path):
+    """A sweep killed with SIGKILL mid-way, then restarted, completes with one valid result per
+    cell and no half-written file."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    study = tmp_path / "k.yaml"
+    study.write_text("name: k\nbase: {model: mlp, method: static, density: 0.2}\n"
+                     "grid:\n  - {seed: [0, 1, 2, 3]}\n")
+    out = tmp_path / "out"
+    args = [sys.executable, "-m", "moon", "sweep", str(study), "--via", "run", "--out", str(out)]
+    args += [f"{k}={v}" for k, v in FAKE_SMALL.items()]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not list(out.glob("*/result.json")) and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)                                  # somewhere inside a later cell
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done_before = len(list(out.glob("*/result.json")))
+    assert 1 <= done_before < 4
+    assert subprocess.run(args, capture_output=True).returncode == 0
+    results = sorted(out.glob("*/result.json"))
+    assert [p.parent.name for p in results] == [f"seed={i}" for i in range(4)]
+    for path in results:
+        assert json.loads(path.read_text())["status"] == "complete"
+    assert not list(out.glob("**/.*.tmp")) and not list(out.glob("**/.*.partial.ipynb"))
+
+
+@pytest.mark.slow
+def test_ray_engine_runs_cells_as_tasks(fake_data, tmp_path):
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        statuses = run_study(_fake_study("r"), tmp_path, engine="ray", **RUN, **FAKE_SMALL)
+    finally:
+        ray.shutdown()
+    assert statuses == {"seed=0": "complete", "seed=1": "complete"}
+    assert len(list(tmp_path.glob("*/result.json"))) == 2
