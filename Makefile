@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install test book data benchmark chapters ci-book clean-book
+.PHONY: install test book data benchmark chapters ci-book study clean-book
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -46,6 +46,15 @@ SMOKE_RESULTS ?= $(CURDIR)/.smoke-results
 ci-book: benchmark
 	$(BIN)/python scripts/run_chapters.py --preset smoke --results $(SMOKE_RESULTS)
 	$(BIN)/jupyter-book build -W --keep-going book/
+
+# The full study (both models, all methods and densities, with and without MOON, 3 seeds) and
+# the ablation, resumable; STUDY_PRESET=quick for 10-epoch runs, WORKERS and ENGINE=ray to scale.
+STUDY_PRESET ?= full
+WORKERS ?= 2
+ENGINE ?= local
+study: data
+	$(BIN)/python -m moon sweep full --preset $(STUDY_PRESET) --workers $(WORKERS) --engine $(ENGINE) --out book/results/full-$(STUDY_PRESET)
+	$(BIN)/python -m moon sweep ablation --preset $(STUDY_PRESET) --workers $(WORKERS) --engine $(ENGINE) --out book/results/ablation-$(STUDY_PRESET)
 
 clean-book:
 	rm -rf book/_build

@@ -121,8 +121,9 @@ def near_far_means(ood: dict[str, dict[str, dict[str, float]]]) -> dict[str, Any
 
 def score_curves(id_scores: dict[str, torch.Tensor],
                  ood_scores: dict[str, dict[str, torch.Tensor]]) -> dict[str, Any]:
-    """ROC curves (TPR on a fixed 101-point FPR grid; ID positive) and 40-bin score histograms with
-    edges spanning the 0.5th-99.5th percentiles of all scores of a detector."""
+    """ROC curves (TPR on a fixed 101-point FPR grid, 4 decimals; ID positive) and 40-bin score
+    histograms with edges spanning the 0.5th-99.5th percentiles of all scores of a detector (the
+    curves are for drawing; the metrics are computed from the full scores)."""
     roc: dict[str, Any] = {"fpr": FPR_GRID.tolist(), "tpr": {}}
     hist: dict[str, Any] = {}
     for det, ids in id_scores.items():
@@ -130,13 +131,13 @@ def score_curves(id_scores: dict[str, torch.Tensor],
         everything = np.concatenate([ids] + [ood_scores[s][det].double().numpy() for s in ood_scores])
         lo, hi = np.percentile(everything, [0.5, 99.5])
         edges = np.linspace(lo, hi if hi > lo else lo + 1.0, HIST_BINS + 1)
-        hist[det] = {"edges": edges.tolist(), "id": _counts(ids, edges)}
+        hist[det] = {"edges": np.round(edges, 6).tolist(), "id": _counts(ids, edges)}
         for name in ood_scores:
             ood = ood_scores[name][det].double().numpy()
             hist[det][name] = _counts(ood, edges)
             y = np.r_[np.ones(len(ids)), np.zeros(len(ood))]
             fpr, tpr, _ = roc_curve(y, np.r_[ids, ood])
-            roc["tpr"].setdefault(name, {})[det] = np.interp(FPR_GRID, fpr, tpr).tolist()
+            roc["tpr"].setdefault(name, {})[det] = np.round(np.interp(FPR_GRID, fpr, tpr), 4).tolist()
     return {"roc": roc, "hist": hist, "ood_kind": {s: OOD_SETS[s].kind for s in ood_scores}}
 
 

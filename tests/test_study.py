@@ -33,7 +33,7 @@ def test_cells_are_the_product_of_each_block_and_presets_restrict_axes():
 
 
 def test_shipped_studies_load_and_expand():
-    for name in ("sweep", "ablation", "calibration"):
+    for name in ("sweep", "ablation", "calibration", "full"):
         study = load_study(name)
         assert study.cells() and study.cells("smoke")
         assert len(study.cells("smoke")) < len(study.cells())
