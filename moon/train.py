@@ -124,7 +124,7 @@ class Trainer:
     def _lr_factor(self, step: int) -> float:
         cfg = self.cfg
         return schedules.learning_rate(step, self.steps_per_epoch, cfg.epochs, cfg.averaged_epochs,
-                                       cfg.lr, cfg.lr_final) / cfg.lr
+                                       cfg.lr, cfg.lr_final, cfg.lr_warmup_epochs) / cfg.lr
 
     # --- the loop ---------------------------------------------------------------------------------
     def fit(self) -> nn.Module:

@@ -212,6 +212,9 @@ def test_learning_rate_cosine_then_constant_in_averaging_window():
     assert lr[79] > 0.005
     no_avg = [schedules.learning_rate(s, 10, 10, 0, 0.1, 0.005) for s in (0, 50, 99)]
     assert no_avg[0] == pytest.approx(0.1) and no_avg[1] == pytest.approx(0.0525)
+    warm = [schedules.learning_rate(s, 10, 10, 2, 0.1, 0.005, warmup_epochs=1) for s in range(12)]
+    assert warm[0] == pytest.approx(lr[0] / 10)      # step 1 of a 10-step warm-up
+    assert warm[4] == pytest.approx(lr[4] * 0.5) and warm[10:] == lr[10:12]
 
 
 # --- as_released quirks ----------------------------------------------------------------------------
