@@ -323,9 +323,9 @@ def _check_optimisation(cfg: RunConfig) -> None:
         raise _bad("lr", cfg.lr, "a number > 0")
     if not 0 < cfg.lr_final <= cfg.lr:
         raise _bad("lr_final", cfg.lr_final, f"a number in (0, lr] = (0, {cfg.lr}]")
-    if not 0.0 <= cfg.lr_warmup_epochs < cfg.epochs:
+    if not 0.0 <= cfg.lr_warmup_epochs <= cfg.epochs:
         raise _bad("lr_warmup_epochs", cfg.lr_warmup_epochs,
-                   f"a number of epochs in [0, epochs) = [0, {cfg.epochs})")
+                   f"a number of epochs in [0, epochs] = [0, {cfg.epochs}]")
     if not 0.0 <= cfg.momentum < 1.0:
         raise _bad("momentum", cfg.momentum, "a number in [0, 1)")
     if cfg.weight_decay < 0:

@@ -30,7 +30,7 @@ def test_defaults_are_valid_and_frozen():
     ({"lr": 0.0}, ["lr=0.0", "> 0"]),
     ({"lr_final": 0.5}, ["lr_final=0.5", "(0, lr]"]),
     ({"momentum": 1.0}, ["momentum=1.0", "[0, 1)"]),
-    ({"lr_warmup_epochs": 20.0}, ["lr_warmup_epochs=20.0", "[0, 20)"]),
+    ({"lr_warmup_epochs": 21.0}, ["lr_warmup_epochs=21.0", "[0, 20]"]),
     ({"weight_decay": -1e-4}, ["weight_decay=-0.0001", ">= 0"]),
     ({"update_interval": 0}, ["update_interval=0", ">= 1"]),
     ({"drop_fraction": 1.0}, ["drop_fraction=1.0", "[0, 1)"]),
