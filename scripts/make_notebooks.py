@@ -97,8 +97,10 @@ report.id_table(result)""",
 restore it? Static, SET and RigL at densities 1, 0.2, 0.1, 0.05 and 0.02, each without and with
 MOON (unknown class, auto-tuned α, weight averaging), over seeds (`studies/sweep.yaml`).
 
-**Default.** The `quick` preset (10 epochs per run, 78 runs): a few hours on a 2-core CPU, minutes
-on a GPU; `-p preset smoke` runs a small subset in a few minutes. Finished runs are reused.
+**Default.** The `quick` preset (10 epochs per run, two seeds: 52 runs): about 45 minutes on a
+2-core CPU with two workers (`python -m moon sweep sweep --preset quick --workers 2`), minutes on a
+GPU; `-p preset smoke` runs a small subset in a few minutes; no preset runs three seeds of 20
+epochs. Finished runs are reused.
 
 **What to look at.** The curves of each metric against density (mean over seeds with a 95%
 t-interval band), the paired differences MOON − baseline per method and density (same seeds), and
@@ -118,8 +120,9 @@ auto-tuned α, or a fixed α), weight averaging, all of MOON, and MOON with the 
 behaviours (`as_released`: Bernoulli masks, the frozen drop rate, the 1% weight stash, burst
 averaging); see `studies/ablation.yaml`.
 
-**Default.** The `quick` preset (21 runs of 10 epochs): about an hour on a 2-core CPU; `-p preset
-smoke` in a few minutes. Finished runs are reused.
+**Default.** The `quick` preset (10 epochs, two seeds, six variants: 12 runs; the fixed α is shown
+with all of MOON): about 15 minutes on a 2-core CPU; `-p preset smoke` in a few minutes; no preset
+runs all seven variants with three seeds. Finished runs are reused.
 
 **What to look at.** The table (mean ± std over seeds) and the bars with 95% intervals.""",
         parameters("quick", "runs/ablation", STUDY_FIELDS),
@@ -134,8 +137,9 @@ smoke` in a few minutes. Finished runs are reused.
 MOON? Temperature scaling fitted on the validation split is the reference a post-hoc fix reaches
 (`studies/calibration.yaml`).
 
-**Default.** The `quick` preset (24 runs of 10 epochs): about an hour on a 2-core CPU; `-p preset
-smoke` in a few minutes. The post-hoc chapter reads the same runs.
+**Default.** The `quick` preset (10 epochs, two seeds, dense, RigL and CigL: 12 runs; SET at this
+density is in the sweep chapter): about 15 minutes on a 2-core CPU; `-p preset smoke` in a few
+minutes. The post-hoc chapter reads the same runs.
 
 **What to look at.** ECE, adaptive ECE, NLL and Brier per variant (mean ± std over seeds), the
 ECE against its temperature-scaled reference, and the reliability diagrams of seed 0.""",
