@@ -120,9 +120,9 @@ auto-tuned α, or a fixed α), weight averaging, all of MOON, and MOON with the 
 behaviours (`as_released`: Bernoulli masks, the frozen drop rate, the 1% weight stash, burst
 averaging); see `studies/ablation.yaml`.
 
-**Default.** The `quick` preset (10 epochs, two seeds, six variants: 12 runs; the fixed α is shown
-with all of MOON): about 15 minutes on a 2-core CPU; `-p preset smoke` in a few minutes; no preset
-runs all seven variants with three seeds. Finished runs are reused.
+**Default.** The `quick` preset (10 epochs, one seed, six variants: 6 runs; the fixed α is shown
+with all of MOON): about 10 minutes on a 2-core CPU. One seed gives no intervals: no preset runs all
+seven variants with three seeds. `-p preset smoke` runs in a few minutes. Finished runs are reused.
 
 **What to look at.** The table (mean ± std over seeds) and the bars with 95% intervals.""",
         parameters("quick", "runs/ablation", STUDY_FIELDS),
@@ -137,9 +137,10 @@ runs all seven variants with three seeds. Finished runs are reused.
 MOON? Temperature scaling fitted on the validation split is the reference a post-hoc fix reaches
 (`studies/calibration.yaml`).
 
-**Default.** The `quick` preset (10 epochs, two seeds, dense, RigL and CigL: 12 runs; SET at this
-density is in the sweep chapter): about 15 minutes on a 2-core CPU; `-p preset smoke` in a few
-minutes. The post-hoc chapter reads the same runs.
+**Default.** The `quick` preset (10 epochs, one seed, dense, RigL and CigL: 6 runs; SET at this
+density is in the sweep chapter): about 10 minutes on a 2-core CPU. One seed gives no intervals: no
+preset runs three seeds. `-p preset smoke` runs in a few minutes. The post-hoc chapter reads the
+same runs.
 
 **What to look at.** ECE, adaptive ECE, NLL and Brier per variant (mean ± std over seeds), the
 ECE against its temperature-scaled reference, and the reliability diagrams of seed 0.""",
