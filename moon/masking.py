@@ -23,7 +23,7 @@ from torch import nn
 
 from moon import masks as M
 
-_METHODS_WITH_UPDATES = ("set", "rigl", "cigl")
+METHODS_WITH_UPDATES = ("set", "rigl", "cigl")   # the others keep their topology
 
 
 def maskable_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
@@ -96,6 +96,11 @@ class Masking:
                 buf.mul_(m)
 
     @property
+    def dynamic(self) -> bool:
+        """Whether the topology changes during training (SET, RigL, CigL)."""
+        return self.method in METHODS_WITH_UPDATES
+
+    @property
     def _cigl(self) -> bool:
         return self.method == "cigl" and not self.as_released
 
@@ -166,7 +171,7 @@ class Masking:
         as many: RigL/CigL at the largest dense-gradient magnitudes, SET at random, among the
         inactive positions (just-dropped ones included). Grown weights and their momentum start at
         0; per-layer counts are preserved exactly. Returns the swap count per layer."""
-        if self.method not in _METHODS_WITH_UPDATES:
+        if not self.dynamic:
             raise ValueError(f"method={self.method} has a fixed topology")
         if self._theta:  # CigL: rank and grow on theta, not on the scaled, dropped forward weights
             for name, p in self.params.items():

@@ -173,7 +173,7 @@ class Trainer:
                                       step, self._first_bad)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if self.masking is not None and cfg.method in ("set", "rigl", "cigl") and \
+        if self.masking is not None and self.masking.dynamic and \
                 schedules.is_update_step(step, cfg.update_interval, self.total_steps, cfg.update_stop):
             self.last_drop_fraction = self._drop_fraction(step)
             self.masking.update(self.last_drop_fraction, self.optimizer)
