@@ -214,11 +214,36 @@ def _execute_local(jobs: list, workers: int, via: str, bar) -> list[tuple[str, s
     from concurrent.futures import ProcessPoolExecutor
 
     threads = max(1, (os.cpu_count() or 1) // workers)
-    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"),
+                             initializer=_exit_with_parent, initargs=(os.getpid(),)) as pool:
         futures = [pool.submit(_run_cell, job, threads, via) for job in jobs]
         for future in futures:   # in submission order; the bar moves as each one finishes
             future.add_done_callback(lambda _: bar.update(1))
         return [future.result() for future in futures]
+
+
+def _exit_with_parent(parent: int, poll_seconds: float = 0.5) -> None:
+    """Worker initializer: a daemon thread that ends this worker, and the notebook kernels it
+    started, once the study process ``parent`` is gone. A study killed with SIGKILL gets no chance
+    to stop its pool, and without this its workers would finish (or hang in) their cells as
+    orphans, still writing into the study's folder while a restarted study runs the same cells."""
+    import os
+    import threading
+    import time
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll_seconds)
+        try:
+            import psutil
+
+            for child in psutil.Process().children(recursive=True):
+                child.kill()
+        except Exception:                         # psutil missing or a child already gone
+            pass
+        os._exit(1)
+
+    threading.Thread(target=watch, name="moon-parent-watch", daemon=True).start()
 
 
 def _execute_ray(jobs: list, workers: int, via: str, bar) -> list[tuple[str, str | None]]:

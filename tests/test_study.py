@@ -143,6 +143,39 @@ def test_sigkill_then_resume_leaves_each_result_once(fake_data, tmp_path):
 
 
 @pytest.mark.slow
+def test_sigkilled_study_leaves_no_worker_behind(fake_data, tmp_path):
+    """Workers (and what they started) end when the study process that spawned them is killed,
+    instead of running on as orphans that write into the study's folder."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    study = tmp_path / "o.yaml"
+    study.write_text("name: o\nbase: {model: mlp, method: static, density: 0.2}\n"
+                     "grid:\n  - {seed: [0, 1, 2, 3, 4, 5]}\n")
+    out = tmp_path / "out"
+    args = [sys.executable, "-m", "moon", "sweep", str(study), "--via", "run", "--workers", "2",
+            "--out", str(out)] + [f"{k}={v}" for k, v in dict(FAKE_SMALL, epochs=3).items()]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    parent = psutil.Process(proc.pid)
+    deadline = time.time() + 120
+    while not list(out.glob("*")) and time.time() < deadline:   # a worker has started a cell
+        time.sleep(0.05)
+    workers = parent.children(recursive=True)
+    assert workers, "the study started no worker processes"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    gone, alive = psutil.wait_procs(workers, timeout=15)
+    for p in alive:
+        p.kill()
+    assert not alive, f"orphaned workers: {[p.pid for p in alive]}"
+
+
+@pytest.mark.slow
 def test_ray_engine_runs_cells_as_tasks(fake_data, tmp_path):
     ray = pytest.importorskip("ray")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
