@@ -89,6 +89,23 @@ def welch_interval(values, base_values, level: float = 0.95) -> Paired:
                   n=int(a.size))
 
 
+def by_model(frame: "pd.DataFrame") -> list[tuple[str | None, "pd.DataFrame"]]:
+    """``[(model, runs)]`` per model of the frame, in name order (``[(None, frame)]`` without a
+    model column): for figures drawn one model at a time."""
+    if "model" not in frame.columns:
+        return [(None, frame)]
+    return [(str(name), part) for name, part in frame.groupby("model", sort=True)]
+
+
+def with_model(frame: "pd.DataFrame", by) -> list[str]:
+    """``by`` with ``model`` in front when the frame holds runs of more than one model (a study over
+    models is summarised per model; its runs are never averaged across models)."""
+    by = list(by)
+    if "model" in frame.columns and "model" not in by and frame["model"].nunique() > 1:
+        return ["model", *by]
+    return by
+
+
 def _config_keys(frame: "pd.DataFrame", free) -> list[str]:
     """The RunConfig fields of ``frame`` the two runs of a pair must share: all but ``free`` and
     :data:`NOT_PAIRED_ON` (so the seed and method/density, model, epochs, ... are equal)."""
@@ -152,7 +169,7 @@ def _paired_rows(pairs: "pd.DataFrame", metrics, by, level: float) -> "pd.DataFr
     return pd.DataFrame(rows, columns=[*by, "metric", *Paired.__dataclass_fields__])
 
 
-def _signed(value: float, decimals: int) -> str:
+def signed(value: float, decimals: int) -> str:
     """"+1.2" / "−0.3" (a true minus sign)."""
     return f"{value:+.{decimals}f}".replace("-", "−")
 
@@ -161,9 +178,9 @@ def interval_text(row: Mapping, scale: float, decimals: int | None = None) -> st
     """"+1.2 [−0.3, +2.7]" from a row's mean_diff/low/high x ``scale`` (``decimals`` default: 1 for
     scale 100, else 3); " *" where the interval excludes 0; only the difference for one pair."""
     decimals = (1 if scale == 100 else 3) if decimals is None else decimals
-    text = _signed(row["mean_diff"] * scale, decimals)
+    text = signed(row["mean_diff"] * scale, decimals)
     if row["n"] >= 2 and not math.isnan(row["low"]):
-        low, high = (_signed(row[k] * scale, decimals) for k in ("low", "high"))
+        low, high = (signed(row[k] * scale, decimals) for k in ("low", "high"))
         text += f" [{low}, {high}]"
     return text + (MARK if row["excludes_zero"] else "")
 
@@ -211,7 +228,7 @@ def paired_moon_frame(frame: "pd.DataFrame", metrics=PAIRED_METRICS, by=("method
     so "MOON, fixed α" or "as released" runs pair only with baselines run the same way); d_i =
     MOON_i − baseline_i and the interval is :func:`moon.metrics.paired_comparison`'s t-interval.
     """
-    metrics, by = list(metrics), list(by)
+    metrics, by = list(metrics), with_model(frame, by)
     require_columns(frame, metrics + by)
     return _paired_rows(_moon_pairs(frame, metrics), metrics, by, level)
 
@@ -220,7 +237,7 @@ def paired_moon_table(frame: "pd.DataFrame", metrics=PAIRED_METRICS, by=("method
                       level: float = 0.95) -> "pd.DataFrame":
     """:func:`paired_moon_frame` for a page: "+1.2 [−0.3, +2.7] *" per metric (percentage points
     for percent metrics; " *" where the 95% interval excludes 0) and ``n`` pairs; index ``by``."""
-    return interval_table(paired_moon_frame(frame, metrics, by, level), by)
+    return interval_table(paired_moon_frame(frame, metrics, by, level), with_model(frame, by))
 
 
 def sparsity_effect_frame(frame: "pd.DataFrame", metrics=PAIRED_METRICS, base_method: str = "dense",
@@ -235,8 +252,8 @@ def sparsity_effect_frame(frame: "pd.DataFrame", metrics=PAIRED_METRICS, base_me
     """
     import pandas as pd
 
-    metrics, by = list(metrics), list(by)
-    match = [c for c in match if c in frame.columns and c not in by]
+    metrics, by = list(metrics), with_model(frame, by)
+    match = [c for c in match if c in frame.columns]
     require_columns(frame, metrics + by + ["method", "unknown_class", "averaging"])
     plain = frame[~_flag(frame, "unknown_class") & ~_flag(frame, "averaging")]
     dense = plain[plain["method"] == base_method]
@@ -263,7 +280,8 @@ def sparsity_effect_frame(frame: "pd.DataFrame", metrics=PAIRED_METRICS, base_me
 def sparsity_effect_table(frame: "pd.DataFrame", metrics=PAIRED_METRICS, base_method: str = "dense",
                           by=("method", "density"), level: float = 0.95) -> "pd.DataFrame":
     """:func:`sparsity_effect_frame` formatted like :func:`paired_moon_table` (sparse − dense)."""
-    return interval_table(sparsity_effect_frame(frame, metrics, base_method, by, level=level), by)
+    return interval_table(sparsity_effect_frame(frame, metrics, base_method, by, level=level),
+                          with_model(frame, by))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -350,7 +368,7 @@ def cost_table(frame: "pd.DataFrame", by=("method", "density"),
     ``moon_time_low``/``moon_time_high``. Missing inputs give NaN."""
     import pandas as pd
 
-    by = list(by)
+    by = with_model(frame, by)
     require_columns(frame, by + ["moon"])
     data = frame[by + ["moon"]].assign(
         flops_vs_dense=_numeric(frame, "extra.flops.train_step")
@@ -385,7 +403,7 @@ def posthoc_table(frame: "pd.DataFrame", detectors=POSTHOC_DETECTORS, kind: str 
     if not columns:
         raise ValueError(f"the frame has no ood.{kind}.<detector>.{metric} column for any of "
                          f"{', '.join(detectors)}")
-    table = _mean_std_table(frame, list(columns), by).rename(columns=columns)
+    table = _mean_std_table(frame, list(columns), with_model(frame, by)).rename(columns=columns)
     table.columns.name = f"{kind} {metric}"
     return table
 
@@ -400,7 +418,7 @@ def posthoc_gain_frame(frame: "pd.DataFrame", detector: str = "dice", base_detec
     add up. Columns ``*by, moon, kind, mean_diff, low, high, excludes_zero, n``."""
     import pandas as pd
 
-    by, long = list(by), []
+    by, long = with_model(frame, by), []
     for kind in kinds:
         a, b, gain = (f"ood.{kind}.{detector}.{metric}", f"ood.{kind}.{base_detector}.{metric}",
                       f"gain.{kind}")
@@ -420,4 +438,4 @@ def calibration_table(frame: "pd.DataFrame", by=("method", "density", "moon"),
     """Calibration per ``by`` group: "mean ± std" over runs of accuracy, ECE, adaptive ECE (x100),
     NLL, Brier, the fitted temperature and the temperature-scaled reference ``ts_ece`` (x100) and
     ``ts_nll`` (Guo et al. 2017); metrics the frame lacks are left out; ``n`` runs."""
-    return _mean_std_table(frame, [m for m in metrics if m in frame.columns], by)
+    return _mean_std_table(frame, [m for m in metrics if m in frame.columns], with_model(frame, by))

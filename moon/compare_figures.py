@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 
 from moon.compare import (PAIRED_METRICS, _label_order, _numeric, ablation_label, ablation_labels,
-                          scale_of, t_interval)
+                          scale_of, t_interval, with_model)
 from moon.figures import density_axis, new_figure, save
 from moon.report import require_columns
 
@@ -117,10 +117,10 @@ def calibration_overview(frame: "pd.DataFrame", by=("variant", "density"),
     the miscalibration one scalar fixes, Guo et al. 2017)."""
     import seaborn as sns
 
-    by = list(by)
+    by = with_model(frame, by)                     # one bar group per model when there are several
     require_columns(frame, by + ["id.ece", "moon", "method", "density"])
     groups = sorted(frame.groupby(by, sort=True), key=lambda kg: (   # baseline next to its MOON
-        kg[1]["method"].iloc[0], -float(kg[1]["density"].iloc[0]),
+        str(kg[1]["model"].iloc[0]) if "model" in by else "", kg[1]["method"].iloc[0], -float(kg[1]["density"].iloc[0]),
         kg[1]["moon"].iloc[0] != "baseline"))
     names = [" ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in
                       (key if isinstance(key, tuple) else (key,))) for key, _ in groups]

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from moon.compare import paired_moon_frame, sparsity_effect_frame
+from moon.compare import (interval_text, paired_moon_frame, signed, sparsity_effect_frame,
+                          with_model)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -21,28 +22,42 @@ BETTER_UP = {"ood.near.msp.auroc": True, "ood.far.msp.auroc": True, "id.accuracy
 
 
 def headline_table(frame: "pd.DataFrame") -> "pd.DataFrame":
-    """MOON − baseline per base method and density: mean difference [95% interval] over seeds, in
-    percentage points, for near/far MSP AUROC, accuracy and ECE; ``*`` where the interval
-    excludes 0."""
-    paired = paired_moon_frame(frame, metrics=tuple(METRICS))
-    paired = paired.assign(text=[_interval(r) for r in paired.itertuples()])
-    table = paired.pivot_table(index=["method", "density"], columns="metric", values="text",
-                               aggfunc="first")
+    """MOON − baseline per base method and density (and model, when the runs span several):
+    mean difference [95% interval] over seeds, in percentage points, for near/far MSP AUROC,
+    accuracy and ECE; ``*`` where the interval excludes 0."""
+    return _table(paired_moon_frame(frame, metrics=tuple(METRICS)),
+                  with_model(frame, ["method", "density"]))
+
+
+def sparsity_table(frame: "pd.DataFrame") -> "pd.DataFrame":
+    """Plain sparse training − plain dense training per method and density (and model): mean
+    difference [95% Welch interval] over seeds, in percentage points, for the same metrics;
+    ``seeds`` is the number of sparse runs (the dense reference has as many)."""
+    return _table(sparsity_effect_frame(frame, metrics=tuple(METRICS)),
+                  with_model(frame, ["method", "density"]))
+
+
+def _table(long: "pd.DataFrame", index: list[str]) -> "pd.DataFrame":
+    long = long.assign(text=[_interval(r) for r in long.itertuples()])
+    table = long.pivot_table(index=index, columns="metric", values="text", aggfunc="first")
     table = table[[m for m in METRICS if m in table.columns]].rename(columns=METRICS)
-    seeds = paired.groupby(["method", "density"])["n"].max()
-    return table.assign(seeds=seeds)
+    table.columns.name = None
+    return table.assign(seeds=long.groupby(index)["n"].max())
 
 
 def _interval(row) -> str:
-    if row.n < 2:
-        return f"{100 * row.mean_diff:+.1f}"
-    mark = " *" if row.excludes_zero else ""
-    return f"{100 * row.mean_diff:+.1f} [{100 * row.low:+.1f}, {100 * row.high:+.1f}]{mark}"
+    return interval_text(row._asdict(), 100, 1)
 
 
 def headline_text(frame: "pd.DataFrame") -> str:
-    """One paragraph: what MOON changed, where it helped, hurt or did nothing measurable, and
-    whether sparsity made plain sparse training less reliable than dense."""
+    """One paragraph per model: what MOON changed, where it helped, hurt or did nothing
+    measurable, and whether sparsity made plain sparse training less reliable than dense."""
+    if "model" in frame.columns and frame["model"].nunique() > 1:
+        return "\n\n".join(_paragraph(part) for _, part in frame.groupby("model", sort=True))
+    return _paragraph(frame)
+
+
+def _paragraph(frame: "pd.DataFrame") -> str:
     paired = paired_moon_frame(frame, metrics=tuple(METRICS))
     seeds = int(paired["n"].max()) if len(paired) else 0
     setup = _setup(frame, seeds)
@@ -53,8 +68,10 @@ def headline_text(frame: "pd.DataFrame") -> str:
 def _setup(frame: "pd.DataFrame", seeds: int) -> str:
     first = frame.iloc[0]
     cells = frame[frame["method"] != "dense"].groupby(["method", "density"]).ngroups
-    return (f"On the embedded benchmark ({first['model']} on {first['dataset']}, "
-            f"{int(first['epochs'])} epochs per run, {len(frame)} runs, {seeds} seed(s) per "
+    samples = int(first.get("max_train_samples", 0) or 0)
+    subset = f" on {samples:,} training images" if samples else ""
+    return (f"**{first['model']}.** On the embedded benchmark ({first['model']} on "
+            f"{first['dataset']}, {int(first['epochs'])} epochs per run{subset}, {len(frame)} runs, {seeds} seed(s) per "
             f"configuration), MOON was compared with its baseline in {cells} sparse "
             f"(method, density) settings and on the dense model.")
 
@@ -64,7 +81,7 @@ def _moon_sentence(paired: "pd.DataFrame", metric: str, seeds: int) -> str:
     if rows.empty:
         return ""
     name, lo, hi = METRICS[metric], 100 * rows["mean_diff"].min(), 100 * rows["mean_diff"].max()
-    text = f"MOON changed {name} by {lo:+.1f} to {hi:+.1f} points"
+    text = f"MOON changed {name} by {signed(lo, 1)} to {signed(hi, 1)} points"
     if seeds < 2:
         return text + " (single runs: no intervals yet)."
     better = rows["mean_diff"] > 0 if BETTER_UP[metric] else rows["mean_diff"] < 0
@@ -75,17 +92,29 @@ def _moon_sentence(paired: "pd.DataFrame", metric: str, seeds: int) -> str:
 
 
 def _sparsity_sentence(frame: "pd.DataFrame") -> str:
-    """Plain sparse training against dense at the lowest density, per method."""
+    """Plain sparse training against dense: at the lowest density per method, and how many
+    (method, density) settings were measurably worse than dense in each metric."""
     effect = sparsity_effect_frame(frame, metrics=tuple(METRICS))
     if effect.empty:
         return ""
     density = effect["density"].min()
     clauses = []
     for method, rows in effect[effect["density"] == density].groupby("method"):
-        numbers = ", ".join(f"{METRICS[r.metric]} {100 * r.mean_diff:+.1f}" for r in rows.itertuples())
+        numbers = ", ".join(f"{METRICS[r.metric]} {signed(100 * r.mean_diff, 1)}"
+                            for r in rows.itertuples())
         clauses.append(f"{method}: {numbers} ({_verdict(rows)})")
-    return (f"Against dense training, plain sparse training at density {density:g} scored "
+    text = (f"Against dense training, plain sparse training at density {density:g} scored "
             f"(sparse − dense, points) " + "; ".join(clauses) + ".")
+    if effect["n"].min() > 1 and effect["n_base"].min() > 1:
+        settings = effect.groupby(["method", "density"]).ngroups
+        counts = []
+        for metric, rows in effect.groupby("metric", sort=False):
+            worse = (rows["mean_diff"] < 0) if BETTER_UP[metric] else (rows["mean_diff"] > 0)
+            counts.append(f"{METRICS[metric]} {int((worse & rows['excludes_zero']).sum())}")
+        text += (f" Of all {settings} sparse settings, the number where plain sparse training was "
+                 f"measurably worse than dense (95% interval excluding zero): "
+                 + ", ".join(counts) + ".")
+    return text
 
 
 def _verdict(rows: "pd.DataFrame") -> str:

@@ -279,3 +279,68 @@ def test_figures_return_figures_and_write_pngs(frame, ablation_frame, tmp_path):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     labels = [t.get_text() for t in figures["ablation"][0].axes[0].get_yticklabels()]
     assert labels == list(ABLATION_ORDER)
+
+
+# --------------------------------------------------------------------------------------------------
+# Studies over several models, and the headline composed from them
+# --------------------------------------------------------------------------------------------------
+MLP_SHIFT = 0.05   # the mlp's accuracy: lower by this much in every run (MOON − baseline unchanged)
+
+
+@pytest.fixture(scope="module")
+def two_models() -> pd.DataFrame:
+    rows = []
+    for model in ("lenet5", "mlp"):
+        for m, d in CELLS:
+            for s in SEEDS:
+                for moon in (False, True):
+                    row = run_row(m, d, s, moon, model=model)
+                    if model == "mlp":
+                        row["id.accuracy"] -= MLP_SHIFT
+                        if moon:     # the mlp's MOON gain on accuracy is twice the lenet5's
+                            row["id.accuracy"] += MOON_DIFF["id.accuracy"][s]
+                    rows.append(row)
+    return make_frame(rows)
+
+
+def test_tables_are_per_model_when_runs_span_models(two_models, frame):
+    long = paired_moon_frame(two_models, metrics=("id.accuracy",))
+    assert list(long.columns[:3]) == ["model", "method", "density"]
+    assert len(long) == 2 * len(CELLS) and (long["n"] == 3).all()     # never pooled over models
+    for model, factor in (("lenet5", 1), ("mlp", 2)):
+        mean, low, high = hand_interval([factor * d for d in MOON_DIFF["id.accuracy"]])
+        rows = long[long["model"] == model]
+        assert rows["mean_diff"].to_numpy() == pytest.approx(np.full(len(CELLS), mean))
+        assert rows["low"].to_numpy() == pytest.approx(np.full(len(CELLS), low))
+    assert paired_moon_table(two_models).index.names == ["model", "method", "density"]
+    assert calibration_table(two_models).index.names == ["model", "method", "density", "moon"]
+    assert cost_table(two_models).index.names == ["model", "method", "density", "moon"]
+    effect = sparsity_effect_frame(two_models, metrics=("id.accuracy",))   # mlp against mlp dense
+    one = sparsity_effect_frame(frame, metrics=("id.accuracy",))
+    assert effect[effect["model"] == "mlp"]["mean_diff"].to_numpy() == \
+        pytest.approx(one["mean_diff"].to_numpy())
+    assert paired_moon_table(frame).index.names == ["method", "density"]   # one model: unchanged
+
+
+def test_headline_has_a_paragraph_and_rows_per_model(two_models, frame):
+    from moon import headline
+
+    text = headline.headline_text(two_models)
+    lenet, mlp = text.split("\n\n")
+    assert lenet.startswith("**lenet5.**") and mlp.startswith("**mlp.**")
+    assert "30 runs" in lenet and "3 seed(s)" in lenet
+    # accuracy: improved with an interval excluding 0 in every one of the 5 settings
+    assert "accuracy by +1.1 to +1.1 points; the 95% interval over seeds excluded zero for 5 " \
+           "improvements and 0 deteriorations of 5 settings" in lenet
+    assert "accuracy by +2.1 to +2.1 points" in mlp
+    assert "set: near-OOD AUROC −5.8, far-OOD AUROC −5.8" in lenet   # sparse − dense at 0.05
+    table = headline.headline_table(two_models)
+    assert table.index.names == ["model", "method", "density"] and len(table) == 2 * len(CELLS)
+    assert list(table.columns) == ["near-OOD AUROC", "far-OOD AUROC", "accuracy", "ECE", "seeds"]
+    assert table.loc[("lenet5", "rigl", 0.05), "ECE"].startswith("−2.1 [")
+    sparse = headline.sparsity_table(frame)
+    assert sparse.index.names == ["method", "density"]
+    assert sparse.loc[("set", 0.05), "accuracy"].startswith("−5.") \
+        and sparse.loc[("set", 0.05), "accuracy"].endswith("*")
+    assert "measurably worse than dense (95% interval excluding zero): near-OOD AUROC 4, " \
+           "far-OOD AUROC 4, accuracy 4, ECE 4." in headline.headline_text(frame)
