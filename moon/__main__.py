@@ -6,6 +6,8 @@
 * ``python -m moon benchmark --out DIR``: the benchmark page's table and image grid, from the data.
 * ``python -m moon sweep STUDY [--preset NAME] [--out DIR] [key=value ...]``: every cell of
   ``studies/STUDY.yaml`` not yet complete, written under ``DIR/<cell>/result.json``.
+* ``python -m moon reproduce DIR [--cells N] [--tolerance T]``: train N of the runs in ``DIR``
+  again and compare their metrics with the committed ones.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 log = logging.getLogger("moon")
 
@@ -76,13 +79,27 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _cmd_reproduce(args: argparse.Namespace) -> int:
+    from moon.reproduce import reproduce
+
+    checks = reproduce(args.folder, cells=args.cells, tolerance=args.tolerance)
+    for c in checks:
+        verdict = "same" if c.same else "DIFFERENT"
+        print(f"{verdict}: {Path(c.run).name}: {c.metrics} metrics, max |diff| "
+              f"{c.max_abs_diff:.3g}" + (f" ({c.worst})" if c.max_abs_diff else ""))
+    same = sum(c.same for c in checks)
+    print(f"{same} of {len(checks)} reruns reproduce {args.folder} "
+          f"(tolerance {args.tolerance:g})")
+    return 0 if same == len(checks) else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m moon", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="train and evaluate one configuration")
-    run.add_argument("--preset", default=None, help="smoke | quick | full")
+    run.add_argument("--preset", default=None, help="smoke | quick | cpu | full")
     run.add_argument("--out", default="runs/latest", help="output folder (result.json, checkpoint)")
     run.add_argument("overrides", nargs="*", help="RunConfig fields as key=value")
     run.set_defaults(func=_cmd_run)
@@ -113,6 +130,13 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--only", action="append", default=[], metavar="AXIS=V1,V2",
                        help="run only these values of an axis (repeatable), e.g. seed=0")
     sweep.set_defaults(func=_cmd_sweep)
+
+    repro = sub.add_parser("reproduce", help="rerun committed runs and compare their metrics")
+    repro.add_argument("folder", help="a study's result folder, e.g. book/results/full-cpu")
+    repro.add_argument("--cells", type=int, default=4, help="runs to repeat, spread over the grid")
+    repro.add_argument("--tolerance", type=float, default=0.0,
+                       help="largest absolute metric difference counted as the same (default 0)")
+    repro.set_defaults(func=_cmd_reproduce)
     return parser
 
 

@@ -1,0 +1,105 @@
+"""Check committed results by training them again: same configuration, same seed, same number of
+torch threads, compared metric by metric.
+
+    python -m moon reproduce book/results/full-cpu --cells 4
+
+A run is seeded end to end (weights, masks, data order, OOD sampling), so on the same CPU and
+library versions a rerun gives the same numbers. What can differ between machines is the order of
+floating-point reductions (another CPU's vector units or another thread count); the report says by
+how much, and ``tolerance`` decides what counts as "the same".
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from moon.results import RESULT_FILE, flatten, load_result
+
+log = logging.getLogger(__name__)
+COMPARED = ("id.", "ood.", "masks.density")   # metrics, not timings or provenance
+
+
+@dataclass(frozen=True)
+class Check:
+    """One rerun: the committed run's folder, how many metrics were compared, the largest absolute
+    difference, the metric where it occurred, and whether it is within the tolerance."""
+    run: str
+    metrics: int
+    max_abs_diff: float
+    worst: str
+    same: bool
+
+
+def pick(folder: str | Path, cells: int) -> list[Path]:
+    """``cells`` run folders of ``folder`` with a complete result, evenly spaced in name order
+    (deterministic, and spread over the grid rather than its first block)."""
+    runs = sorted(p.parent for p in Path(folder).glob(f"*/{RESULT_FILE}"))
+    runs = [r for r in runs if load_result(r).status == "complete"]
+    if not runs:
+        raise ValueError(f"{folder} has no complete runs to reproduce")
+    if cells >= len(runs):
+        return runs
+    step = len(runs) / cells
+    return [runs[int(i * step)] for i in range(cells)]
+
+
+def compare(committed: dict, rerun: dict, tolerance: float = 0.0) -> tuple[int, float, str, bool]:
+    """Compare the metric columns of two flattened results: (count, max |diff|, worst key, same).
+    A metric present in one but not the other counts as an infinite difference."""
+    keys = sorted(k for k in set(committed) | set(rerun) if k.startswith(COMPARED))
+    worst, largest = "", 0.0
+    for key in keys:
+        a, b = committed.get(key), rerun.get(key)
+        if isinstance(a, bool) or isinstance(b, bool) or not all(
+                isinstance(v, (int, float)) for v in (a, b)):
+            diff = 0.0 if a == b else math.inf
+        elif math.isnan(a) or math.isnan(b):
+            diff = 0.0 if math.isnan(a) and math.isnan(b) else math.inf
+        else:
+            diff = abs(float(a) - float(b))
+        if diff > largest:
+            worst, largest = key, diff
+    return len(keys), largest, worst, largest <= tolerance
+
+
+def rerun(run_dir: str | Path, tolerance: float = 0.0, out: str | Path | None = None) -> Check:
+    """Train and evaluate ``run_dir``'s configuration again (in ``out``, default a temporary
+    folder) with the torch threads its provenance records, and compare the metrics."""
+    import torch
+
+    from moon.config import RunConfig
+    from moon.runner import run
+
+    committed = load_result(run_dir)
+    cfg = RunConfig(**{**committed.config, "resume": False})
+    threads = committed.provenance.get("num_threads")
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(int(threads))
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            fresh = run(cfg, Path(out) if out else Path(tmp), progress=False)
+    finally:
+        torch.set_num_threads(before)
+    if fresh.status != "complete":
+        raise RuntimeError(f"the rerun of {run_dir} failed: {fresh.error}")
+    count, largest, worst, same = compare(flatten(committed), flatten(fresh), tolerance)
+    return Check(str(run_dir), count, largest, worst, same)
+
+
+def reproduce(folder: str | Path, cells: int = 4, tolerance: float = 0.0,
+              progress: bool | None = None) -> list[Check]:
+    """Rerun ``cells`` of the runs in ``folder`` (:func:`pick`) and compare each (:func:`rerun`)."""
+    from tqdm import tqdm
+
+    checks = []
+    for run_dir in tqdm(pick(folder, cells), desc="reproduce", unit="run",
+                        disable=progress is False):
+        checks.append(rerun(run_dir, tolerance))
+        log.info("%s: %d metrics, max |diff| %.3g (%s)", run_dir.name, checks[-1].metrics,
+                 checks[-1].max_abs_diff, checks[-1].worst or "-")
+    return checks

@@ -1,0 +1,53 @@
+"""Reproducing committed runs: a rerun of the same configuration and seed gives the same metrics,
+and a changed number in a result file is found and named."""
+
+import json
+import math
+
+import pytest
+
+from moon.config import RunConfig
+from moon.reproduce import compare, pick, reproduce
+from moon.runner import run
+
+SMALL = dict(model="mlp", method="rigl", density=0.1, epochs=1, batch_size=64, device="cpu",
+             detectors="msp,energy", eval_batch_size=256, update_interval=5)
+
+
+@pytest.fixture
+def committed(tiny_fashion, tmp_path):
+    for seed in (0, 1, 2):
+        run(RunConfig(**SMALL, seed=seed), tmp_path / f"seed={seed}", progress=False)
+    return tmp_path
+
+
+def test_a_rerun_gives_the_same_metrics(committed):
+    checks = reproduce(committed, cells=2, progress=False)
+    assert [c.run.rsplit("/", 1)[-1] for c in checks] == ["seed=0", "seed=1"]   # evenly spaced
+    for check in checks:
+        assert check.same and check.max_abs_diff == 0.0 and check.metrics > 20
+
+
+def test_a_changed_metric_is_found(committed):
+    path = committed / "seed=2" / "result.json"
+    data = json.loads(path.read_text())
+    data["id"]["ece"] += 1e-4
+    path.write_text(json.dumps(data))
+    (check,) = reproduce(committed, cells=5, progress=False)[2:]
+    assert not check.same and check.worst == "id.ece"
+    assert check.max_abs_diff == pytest.approx(1e-4, rel=1e-3)
+    loose = reproduce(committed, cells=5, tolerance=1e-3, progress=False)
+    assert all(c.same for c in loose)
+
+
+def test_compare_counts_missing_and_nan_metrics():
+    a = {"id.accuracy": 0.9, "id.ece": math.nan, "ood.x.msp.auroc": 0.8, "timing.train_seconds": 1}
+    b = {"id.accuracy": 0.9, "id.ece": math.nan, "ood.x.msp.auroc": 0.8, "timing.train_seconds": 9}
+    assert compare(a, b) == (3, 0.0, "", True)                  # timings are not compared
+    assert compare(a, {**b, "id.ece": 0.1})[1:3] == (math.inf, "id.ece")
+    assert compare(a, {k: v for k, v in b.items() if k != "ood.x.msp.auroc"})[2] == "ood.x.msp.auroc"
+
+
+def test_pick_needs_complete_runs(tmp_path):
+    with pytest.raises(ValueError, match="no complete runs"):
+        pick(tmp_path, 3)
