@@ -20,12 +20,16 @@ COMMENTS = dict(re.findall(r"^    (\w+): [^=]+= [^#\n]+#\s*(.*)$",
 DEFAULTS = RunConfig().to_dict()
 
 
-def parameters(preset: str | None, out_dir: str, fields: list[str] | None = None) -> str:
-    """A parameters cell: ``preset``, ``out_dir`` and RunConfig fields at their defaults."""
+def parameters(preset: str | None, out_dir: str, fields: list[str] | None = None,
+               study: dict | None = None) -> str:
+    """A parameters cell: ``preset``, ``out_dir``, the ``study`` lines (name -> (value, comment)),
+    and RunConfig fields at their defaults."""
     lines = ["# Parameters (papermill): RunConfig fields, plus `preset` and `out_dir`.",
              "# A field left at its default is filled by the preset, if one is given.",
-             f"preset = {preset!r}".ljust(36) + '# None | "smoke" | "quick" | "full"',
+             f"preset = {preset!r}".ljust(36) + '# None | "smoke" | "quick" | "cpu" | "full"',
              f"out_dir = {out_dir!r}".ljust(36) + "# where the result files go"]
+    for name, (value, comment) in (study or {}).items():
+        lines.append(f"{name} = {value!r}".ljust(36) + f"# {comment}")
     for name in fields or [f.name for f in dataclasses.fields(RunConfig)]:
         lines.append(f"{name} = {DEFAULTS[name]!r}".ljust(36) + f"# {COMMENTS.get(name, '')}".rstrip())
     return "\n".join(lines)
@@ -37,23 +41,30 @@ def notebook(intro: str, params: str, *cells: str) -> nbf.NotebookNode:
     nb.cells = [nbf.v4.new_markdown_cell(intro.strip()),
                 nbf.v4.new_code_cell(params, metadata={"tags": ["parameters"]})]
     nb.cells += [nbf.v4.new_code_cell(c.strip()) for c in cells]
+    for i, cell in enumerate(nb.cells):     # stable ids: regenerating changes only what changed
+        cell["id"] = f"cell-{i}"
     return nb
 
 
-STUDY_FIELDS = ["dataset", "model", "epochs", "sparse_init"]
+STUDY_FIELDS = ["dataset", "epochs", "sparse_init"]   # the model is an axis of the full study
 
 
-def study_cells(study: str) -> str:
-    return f"""
+def study_params(study: str, only: dict | None = None) -> dict:
+    return {"study": (study, "a name in studies/ or a YAML path"),
+            "only": (only, "axis -> values to keep (None: the whole grid of the preset)")}
+
+
+STUDY_CELLS = """
+from IPython.display import display
 from moon import compare, compare_figures, figures, report
 from moon.config import overrides_from_namespace
 from moon.study import collect, run_study
 
 overrides = overrides_from_namespace(globals())
-statuses = run_study("{study}", out_dir, preset=preset, progress=False, **overrides)
-results = collect("{study}", out_dir, preset=preset, **overrides)
+statuses = run_study(study, out_dir, preset=preset, only=only, progress=False, **overrides)
+results = collect(study, out_dir, preset=preset, only=only, **overrides)
 frame = report.results_frame(results)
-print(f"study {study}: {{len(results)}} of {{len(statuses)}} runs complete in {{out_dir}}")"""
+print(f"study {study}: {len(results)} of {len(statuses)} runs complete in {out_dir}")"""
 
 
 TEMPLATES = {
@@ -94,61 +105,72 @@ report.id_table(result)""",
         """# Sparsity against reliability
 
 **Questions.** Does sparsity hurt reliability (accuracy, calibration, OOD detection)? Does MOON
-restore it? Static, SET and RigL at densities 1, 0.2, 0.1, 0.05 and 0.02, each without and with
-MOON (unknown class, auto-tuned α, weight averaging), over seeds (`studies/sweep.yaml`).
+restore it? The full study (`studies/full.yaml`): the MLP (LeNet-300-100) and LeNet-5; dense, and
+static, SET, RigL and CigL at densities 0.2, 0.1, 0.05 and 0.02; each without and with MOON
+(unknown class, auto-tuned α, weight averaging); three seeds.
 
-**Default.** The `quick` preset (10 epochs per run, two seeds: 52 runs): about 45 minutes on a
-2-core CPU with two workers (`python -m moon sweep sweep --preset quick --workers 2`), minutes on a
-GPU; `-p preset smoke` runs a small subset in a few minutes; no preset runs three seeds of 20
-epochs. Finished runs are reused.
+**Default.** The `cpu` preset (10 epochs on a fixed 15,000-image subset of the training set per
+run: 204 runs), about an hour on a 2-core CPU with two workers (`make study`); `-p preset quick`
+trains on all 55,000 images, `-p preset smoke` runs a small subset in a few minutes, and
+`-p study sweep` is a LeNet-5-only grid. Finished runs are reused.
 
-**What to look at.** The curves of each metric against density (mean over seeds with a 95%
-t-interval band), the paired differences MOON − baseline per method and density (same seeds), and
-the differences of each plain sparse method to dense.""",
-        parameters("quick", "runs/sweep", STUDY_FIELDS),
-        study_cells("sweep"),
-        'figures.density_grid(frame, metrics=("id.accuracy", "id.ece", "ood.near.msp.auroc", "ood.far.msp.auroc"))',
+**What to look at.** Per model, the curves of each metric against density (mean over seeds with a
+95% t-interval band), the paired differences MOON − baseline per method and density (same seeds),
+and the differences of each plain sparse method to dense.""",
+        parameters("cpu", "runs/full", STUDY_FIELDS, study_params("full")),
+        STUDY_CELLS,
+        """for name, runs in compare.by_model(frame):
+    fig = figures.density_grid(runs, metrics=("id.accuracy", "id.ece", "ood.near.msp.auroc", "ood.far.msp.auroc"))
+    fig.suptitle(name, fontsize=10)
+    display(fig)""",
         "compare.paired_moon_table(frame)",
-        "compare_figures.paired_moon_plot(compare.paired_moon_frame(frame))",
+        """for name, runs in compare.by_model(frame):
+    fig = compare_figures.paired_moon_plot(compare.paired_moon_frame(runs))
+    fig.suptitle(f"{name}: MOON − baseline (95% interval over seeds)", fontsize=10)
+    display(fig)""",
         "compare.sparsity_effect_table(frame)"),
 
     "ablation": notebook(
         """# Ablation: MOON's parts
 
-**Question.** Which part of MOON does what? On RigL at density 0.05: the unknown class (with the
-auto-tuned α, or a fixed α), weight averaging, all of MOON, and MOON with the released code's
-behaviours (`as_released`: Bernoulli masks, the frozen drop rate, the 1% weight stash, burst
-averaging); see `studies/ablation.yaml`.
+**Question.** Which part of MOON does what? On LeNet-5 with RigL at density 0.05: the unknown
+class (with the auto-tuned α, or a fixed α), weight averaging, all of MOON, and MOON with the
+released code's behaviours (`as_released`: Bernoulli masks, the frozen drop rate, the 1% weight
+stash, burst averaging); see `studies/ablation.yaml`.
 
-**Default.** The `quick` preset (10 epochs, one seed, six variants: 6 runs; the fixed α is shown
-with all of MOON): about 10 minutes on a 2-core CPU. One seed gives no intervals: no preset runs all
-seven variants with three seeds. `-p preset smoke` runs in a few minutes. Finished runs are reused.
+**Default.** The `cpu` preset (10 epochs on 15,000 training images; seven variants, three seeds:
+21 runs), about ten minutes on a 2-core CPU with two workers (`make study` runs it after the full
+study). `-p preset quick` trains on all images with one seed and six variants, `-p preset smoke`
+runs in a few minutes. Finished runs are reused.
 
-**What to look at.** The table (mean ± std over seeds) and the bars with 95% intervals.""",
-        parameters("quick", "runs/ablation", STUDY_FIELDS),
-        study_cells("ablation"),
+**What to look at.** The table (mean ± std over seeds, and each variant − "none" paired by seed
+with its 95% interval) and the bars with 95% intervals.""",
+        parameters("cpu", "runs/ablation", STUDY_FIELDS, study_params("ablation")),
+        STUDY_CELLS,
         "compare.ablation_table(frame)",
         "compare_figures.ablation_plot(frame)"),
 
     "calibration": notebook(
         """# Calibration
 
-**Question.** How well calibrated are dense, SET, RigL and CigL (density 0.05), without and with
-MOON? Temperature scaling fitted on the validation split is the reference a post-hoc fix reaches
-(`studies/calibration.yaml`).
+**Question.** How well calibrated are dense training and static, SET, RigL and CigL at density
+0.05, without and with MOON? Temperature scaling fitted on the validation split is the reference a
+post-hoc fix reaches.
 
-**Default.** The `quick` preset (10 epochs, one seed, dense, RigL and CigL: 6 runs; SET at this
-density is in the sweep chapter): about 10 minutes on a 2-core CPU. One seed gives no intervals: no
-preset runs three seeds. `-p preset smoke` runs in a few minutes. The post-hoc chapter reads the
-same runs.
+**Default.** The runs of the full study (`studies/full.yaml`, `cpu` preset) at densities 1 and
+0.05: both models, three seeds, 60 runs, shared with the sweep chapter (`-p study calibration`
+is a smaller LeNet-5 grid). The post-hoc chapter reads the same runs.
 
-**What to look at.** ECE, adaptive ECE, NLL and Brier per variant (mean ± std over seeds), the
-ECE against its temperature-scaled reference, and the reliability diagrams of seed 0.""",
-        parameters("quick", "runs/calibration", STUDY_FIELDS),
-        study_cells("calibration"),
+**What to look at.** ECE, adaptive ECE, NLL and Brier per model and variant (mean ± std over
+seeds), the ECE against its temperature-scaled reference, and the reliability diagrams of one
+seed of one model.""",
+        parameters("cpu", "runs/full", STUDY_FIELDS, study_params("full", {"density": [1.0, 0.05]})),
+        STUDY_CELLS,
         "compare.calibration_table(frame)",
         "compare_figures.calibration_overview(frame)",
-        "figures.reliability_diagram([r for r in results if r.config['seed'] == results[0].config['seed']])"),
+        """first = results[0].config
+figures.reliability_diagram([r for r in results if r.config["seed"] == first["seed"]
+                             and r.config["model"] == first["model"]])"""),
 
     "posthoc": notebook(
         """# Post-hoc detectors: does DICE add to MOON?
@@ -156,13 +178,14 @@ ECE against its temperature-scaled reference, and the reliability diagrams of se
 **Question.** MSP, energy, DICE, ReAct, Mahalanobis and KNN on dense and sparse models without and
 with MOON: do post-hoc sparsification of the last layer (DICE) and MOON add up?
 
-**Default.** Reads (and if needed runs) the runs of `studies/calibration.yaml` with the `quick`
-preset, the same runs as the calibration chapter.
+**Default.** The runs of the calibration chapter: the full study (`cpu` preset) at densities 1
+and 0.05, both models, three seeds.
 
-**What to look at.** Near- and far-OOD AUROC per detector and variant, and the paired gain of DICE
-over plain energy on the same runs, without and with MOON.""",
-        parameters("quick", "runs/calibration", STUDY_FIELDS),
-        study_cells("calibration"),
+**What to look at.** Near- and far-OOD AUROC per detector, model and variant, and the paired gain
+of DICE over plain energy on the same runs, without and with MOON (the "MOON − baseline" rows: the
+gain on MOON runs minus the gain on their baselines; near 0 means the two add up).""",
+        parameters("cpu", "runs/full", STUDY_FIELDS, study_params("full", {"density": [1.0, 0.05]})),
+        STUDY_CELLS,
         'compare.posthoc_table(frame, kind="near")',
         'compare.posthoc_table(frame, kind="far")',
         "compare.posthoc_gain_frame(frame)"),
@@ -174,13 +197,14 @@ over plain energy on the same runs, without and with MOON.""",
 density (RigL paper's accounting), measured training time and throughput, peak memory, and MOON's
 time overhead against its base method (the paper claims no significant extra cost).
 
-**Default.** Reads (and if needed runs) the runs of `studies/sweep.yaml`, like the sweep chapter.
-Our masks are applied by value, so measured times do not shrink with density; the FLOPs are what
-kernels that skip inactive weights would need. On the CPU, peak memory is the process's peak RSS.
+**Default.** Reads (and if needed runs) the full study, like the sweep chapter. Our masks are
+applied by value, so measured times do not shrink with density; the FLOPs are what kernels that
+skip inactive weights would need. On the CPU, peak memory is the process's peak RSS; the study ran
+two workers side by side, so times are those of a shared machine.
 
 **What to look at.** The table, and the MOON/baseline time ratio with its interval.""",
-        parameters("quick", "runs/sweep", STUDY_FIELDS),
-        study_cells("sweep"),
+        parameters("cpu", "runs/full", STUDY_FIELDS, study_params("full")),
+        STUDY_CELLS,
         "compare.cost_table(frame)"),
 
     "theory_unknown_class": notebook(

@@ -1,12 +1,13 @@
 """Execute the notebook templates through papermill into the book's chapters.
 
-    python scripts/run_chapters.py --preset quick                       # what the committed book shows
+    python scripts/run_chapters.py                                      # what the committed book shows
     python scripts/run_chapters.py --preset smoke --results /tmp/smoke  # CI: every template, quickly
     python scripts/run_chapters.py --only ood_eval                       # one chapter
 
 Each template ``notebooks/NAME.ipynb`` becomes ``book/chapters/NAME.ipynb`` (executed, with
-outputs). Runs go under ``RESULTS/<study>-<preset>/`` (summary chapters sharing a study share its
-runs), and finished runs are reused. The chapters are executed with the repository as working
+outputs). Without ``--preset`` every template runs with its own default preset (the study chapters:
+``cpu``; the single run and the theory: none). Runs go under ``RESULTS/<folder>[-<preset>]/``
+(chapters reading one study share its runs), and finished runs are reused. The chapters are executed with the repository as working
 directory, so the result paths they print are relative to it.
 """
 
@@ -20,21 +21,22 @@ from pathlib import Path
 import papermill as pm
 
 ROOT = Path(__file__).resolve().parent.parent
-# template -> the folder name of the runs it reads (a study, or a single run)
-RUNS = {"ood_eval": "ood_eval", "sparsity_sweep": "sweep", "cost": "sweep",
-        "ablation": "ablation", "calibration": "calibration", "posthoc": "calibration",
-        "theory_unknown_class": "theory", "theory_dice_variance": "ood_eval"}
+# template -> (the folder name of the runs it reads: a study or a single run, its default preset)
+RUNS = {"ood_eval": ("ood_eval", None), "sparsity_sweep": ("full", "cpu"), "cost": ("full", "cpu"),
+        "ablation": ("ablation", "cpu"), "calibration": ("full", "cpu"), "posthoc": ("full", "cpu"),
+        "theory_unknown_class": ("theory", None), "theory_dice_variance": ("ood_eval", None)}
 
 
 def out_dir(template: str, results: Path, preset: str | None) -> str:
-    name = RUNS[template] + (f"-{preset}" if preset else "")
+    name = RUNS[template][0] + (f"-{preset}" if preset else "")
     path = results / name
     return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default=None, help="smoke | quick | full (default: none)")
+    parser.add_argument("--preset", default=None,
+                        help="smoke | quick | cpu | full for every template (default: each one's own)")
     parser.add_argument("--results", default=str(ROOT / "book" / "results"))
     parser.add_argument("--chapters", default=str(ROOT / "book" / "chapters"))
     parser.add_argument("--only", nargs="*", default=None, help="template names (default: all)")
@@ -49,7 +51,8 @@ def main() -> int:
         parser.error(f"unknown templates {unknown}; choose from {', '.join(RUNS)}")
     for name in names:
         start = time.perf_counter()
-        params = {"preset": args.preset, "out_dir": out_dir(name, results, args.preset),
+        preset = args.preset or RUNS[name][1]
+        params = {"preset": preset, "out_dir": out_dir(name, results, preset),
                   **{k: _value(v) for k, v in args.parameter}}
         pm.execute_notebook(ROOT / "notebooks" / f"{name}.ipynb", chapters / f"{name}.ipynb",
                             parameters=params, cwd=str(ROOT), progress_bar=False,

@@ -21,6 +21,9 @@ def test_parameters_are_run_config_fields(path):
     names = set(params)
     extra = {"preset", "out_dir"}
     assert extra <= names, f"{path.name} lacks {extra - names}"
+    if "study" in names:                # a study's summary: which study, which part of its grid
+        assert params["only"]["default"] in ("None", "{'density': [1.0, 0.05]}")
+        extra |= {"study", "only"}
     assert names - extra <= set(field_names()), f"unknown: {names - extra - set(field_names())}"
     if path.name == "ood_eval.ipynb":   # the main template exposes every field at its default
         assert names - extra == set(field_names())
