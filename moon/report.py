@@ -246,10 +246,12 @@ def runs_table(folders) -> "pd.DataFrame":
             continue
         for result in load_results(folder, status=None):
             prov, timing, cfg = result.provenance, result.timing, result.config
-            rows.append({"folder": Path(folder).name, "method": cfg["method"],
+            sha = (prov.get("git_sha") or "")[:10]
+            rows.append({"folder": Path(folder).name, "model": cfg["model"], "method": cfg["method"],
                          "density": cfg["density"], "seed": cfg["seed"], "epochs": cfg["epochs"],
                          "status": result.status, "device": prov.get("device"),
                          "threads": prov.get("num_threads"), "host": prov.get("hostname"),
                          "train s": timing.get("train_seconds"), "eval s": timing.get("eval_seconds"),
-                         "git": (prov.get("git_sha") or "")[:10], "started": prov.get("started")})
+                         "git": sha + ("+dirty" if sha and prov.get("git_dirty") else ""),
+                         "started": prov.get("started")})
     return pd.DataFrame(rows)

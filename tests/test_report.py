@@ -245,3 +245,18 @@ def test_density_grid_panels(frame, tmp_path):
     three = density_grid(frame, metrics=("id.accuracy", "id.nll", "id.missing"))
     assert len(three.axes) == 2                                 # the missing metric is skipped
     assert (tmp_path / "grid.png").is_file()
+
+
+def test_runs_table_lists_every_result_with_its_provenance(root, tmp_path):
+    from moon.report import runs_table
+
+    table = runs_table([root, tmp_path / "missing"])           # a missing folder is skipped
+    assert len(table) == 2 * len(GRID) + 1
+    assert (table["status"] == "failed").sum() == 1
+    assert set(table["model"]) == {"lenet5"} and set(table["folder"]) == {root.name}
+    assert sorted(table["train s"].unique()) == [10.0, 11.0, 12.0]
+    run = make_run("dense", 1.0, 0, False)
+    run.provenance = {"git_sha": "0123456789abcdef", "git_dirty": True, "num_threads": 1}
+    save_result(run, tmp_path / "other" / "r")
+    row = runs_table([tmp_path / "other"]).iloc[0]
+    assert row["git"] == "0123456789+dirty" and row["threads"] == 1
