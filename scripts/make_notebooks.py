@@ -63,8 +63,11 @@ from moon.study import collect, run_study
 overrides = overrides_from_namespace(globals())
 statuses = run_study(study, out_dir, preset=preset, only=only, progress=False, **overrides)
 results = collect(study, out_dir, preset=preset, only=only, **overrides)
-frame = report.results_frame(results)
-print(f"study {study}: {len(results)} of {len(statuses)} runs complete in {out_dir}")"""
+print(f"study {study}: {len(results)} of {len(statuses)} runs complete in {out_dir}")
+failed = sorted(name for name, status in statuses.items() if status != "complete")
+if failed:   # each failed run's error is in its result.json
+    print(f"{len(failed)} failed, e.g. {', '.join(failed[:3])}: see {out_dir}/<run>/result.json")
+frame = report.results_frame(results)"""
 
 
 TEMPLATES = {
