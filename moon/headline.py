@@ -86,9 +86,14 @@ def _moon_sentence(paired: "pd.DataFrame", metric: str, seeds: int) -> str:
         return text + " (single runs: no intervals yet)."
     better = rows["mean_diff"] > 0 if BETTER_UP[metric] else rows["mean_diff"] < 0
     sig = rows["excludes_zero"]
-    return (text + f"; the 95% interval over seeds excluded zero for {int((sig & better).sum())} "
-            f"improvements and {int((sig & ~better).sum())} deteriorations of {len(rows)} settings, "
-            f"and {int((~sig).sum())} showed no measurable change.")
+    return (text + f"; counting only changes whose 95% interval over seeds excludes zero, it "
+            f"{_better_word(metric)} {name} in {int((sig & better).sum())} and made it worse in "
+            f"{int((sig & ~better).sum())} of {len(rows)} settings (no measurable change in "
+            f"{int((~sig).sum())}).")
+
+
+def _better_word(metric: str) -> str:
+    return "improved" if BETTER_UP[metric] else "lowered (improved)"
 
 
 def _sparsity_sentence(frame: "pd.DataFrame") -> str:

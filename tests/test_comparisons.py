@@ -330,8 +330,10 @@ def test_headline_has_a_paragraph_and_rows_per_model(two_models, frame):
     assert lenet.startswith("**lenet5.**") and mlp.startswith("**mlp.**")
     assert "30 runs" in lenet and "3 seed(s)" in lenet
     # accuracy: improved with an interval excluding 0 in every one of the 5 settings
-    assert "accuracy by +1.1 to +1.1 points; the 95% interval over seeds excluded zero for 5 " \
-           "improvements and 0 deteriorations of 5 settings" in lenet
+    assert "accuracy by +1.1 to +1.1 points; counting only changes whose 95% interval over " \
+           "seeds excludes zero, it improved accuracy in 5 and made it worse in 0 of 5 settings " \
+           "(no measurable change in 0)." in lenet
+    assert "it lowered (improved) ECE in 5 and made it worse in 0 of 5" in lenet
     assert "accuracy by +2.1 to +2.1 points" in mlp
     assert "set: near-OOD AUROC −5.8, far-OOD AUROC −5.8" in lenet   # sparse − dense at 0.05
     table = headline.headline_table(two_models)
