@@ -55,11 +55,13 @@ def study_params(study: str, only: dict | None = None) -> dict:
 
 
 STUDY_CELLS = """
+import pandas as pd
 from IPython.display import display
 from moon import compare, compare_figures, figures, report
 from moon.config import overrides_from_namespace
 from moon.study import collect, run_study
 
+pd.set_option("display.max_rows", 500)     # the book shows whole tables
 overrides = overrides_from_namespace(globals())
 statuses = run_study(study, out_dir, preset=preset, only=only, progress=False, **overrides)
 results = collect(study, out_dir, preset=preset, only=only, **overrides)
