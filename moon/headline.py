@@ -71,8 +71,8 @@ def _setup(frame: "pd.DataFrame", seeds: int) -> str:
     samples = int(first.get("max_train_samples", 0) or 0)
     subset = f" on {samples:,} training images" if samples else ""
     return (f"**{first['model']}.** On the embedded benchmark ({first['model']} on "
-            f"{first['dataset']}, {int(first['epochs'])} epochs per run{subset}, {len(frame)} runs, {seeds} seed(s) per "
-            f"configuration), MOON was compared with its baseline in {cells} sparse "
+            f"{first['dataset']}, {int(first['epochs'])} epochs per run{subset}, {len(frame)} "
+            f"runs, {seeds} seed(s) per configuration), MOON was compared with its baseline in {cells} sparse "
             f"(method, density) settings and on the dense model.")
 
 
