@@ -8,7 +8,6 @@ metrics in % (differences in percentage points). Error bars are 95% t-intervals 
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
@@ -16,25 +15,11 @@ import numpy as np
 
 from moon.compare import (PAIRED_METRICS, _label_order, _numeric, ablation_label, ablation_labels,
                           scale_of, t_interval, with_model)
-from moon.figures import density_axis, new_figure, save
+from moon.figures import density_axis, new_figure, panel_grid, save
 from moon.report import require_columns
 
 if TYPE_CHECKING:
     import pandas as pd
-
-
-def _grid(n: int, width: float, height: float):
-    """A figure with ``n`` panels (2 columns for 2 or 4, else up to 3), extra axes removed."""
-    import seaborn as sns
-
-    ncols = 2 if n in (2, 4) else min(n, 3)
-    nrows = math.ceil(n / ncols)
-    with sns.axes_style("whitegrid"):
-        fig = new_figure(width * ncols, height * nrows)
-        axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
-    for ax in axes[n:]:
-        fig.delaxes(ax)
-    return fig, axes[:n]
 
 
 def _unit(metric: str) -> str:
@@ -50,7 +35,7 @@ def paired_moon_plot(paired: "pd.DataFrame", path: str | Path | None = None):
 
     require_columns(paired, ["method", "density", "metric", "mean_diff", "low", "high", "excludes_zero"])
     metrics = list(dict.fromkeys(paired["metric"]))
-    fig, axes = _grid(len(metrics), 4.6, 3.4)
+    fig, axes = panel_grid(len(metrics), 4.6, 3.4)
     methods = sorted(paired["method"].unique())
     palette = dict(zip(methods, sns.color_palette(n_colors=len(methods))))
     for ax, metric in zip(axes, metrics):
@@ -98,7 +83,7 @@ def ablation_plot(frame: "pd.DataFrame", metrics=PAIRED_METRICS + ("id.nll",),
         raise ValueError("the frame has none of the metrics to plot")
     labels = ablation_labels(frame, label)
     order = _label_order(labels)
-    fig, axes = _grid(len(metrics), 4.0, 0.35 * len(order) + 1.2)
+    fig, axes = panel_grid(len(metrics), 4.0, 0.35 * len(order) + 1.2)
     colors = sns.color_palette(n_colors=len(order))
     for ax, metric in zip(axes, metrics):
         values = [_numeric(frame, metric)[labels == name] for name in order]

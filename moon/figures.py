@@ -320,24 +320,31 @@ def density_curves(frame: "pd.DataFrame", metric: str = "id.accuracy", hue: str 
     return save(fig, path)
 
 
+def panel_grid(n: int, width: float, height: float):
+    """A figure with ``n`` panels of ``width`` x ``height`` inches (2 columns for 2 or 4 panels,
+    else up to 3), extra axes removed; returns the figure and its ``n`` axes."""
+    import seaborn as sns
+
+    ncols = 2 if n in (2, 4) else min(n, 3)
+    nrows = math.ceil(n / ncols)
+    with sns.axes_style("whitegrid"):
+        fig = new_figure(width * ncols, height * nrows)
+        axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax in axes[n:]:
+        fig.delaxes(ax)
+    return fig, axes[:n]
+
+
 def density_grid(frame: "pd.DataFrame", metrics=GRID_METRICS, hue: str = "variant",
                  path: str | Path | None = None):
     """Several :func:`density_curves` panels in one figure (legend on the first); metrics the frame
     lacks are skipped with a warning. ``fig.summary`` maps each metric to its plotted summary."""
-    import seaborn as sns
-
     present = [m for m in metrics if m in frame.columns]
     for metric in (m for m in metrics if m not in present):
         log.warning("density_grid: the frame has no column %s; skipped", metric)
     if not present:
         raise ValueError(f"the frame has none of the metrics {', '.join(metrics)}")
-    ncols = 2 if len(present) in (2, 4) else min(len(present), 3)
-    nrows = math.ceil(len(present) / ncols)
-    with sns.axes_style("whitegrid"):
-        fig = new_figure(4.6 * ncols, 3.4 * nrows)
-        axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
-    for ax in axes[len(present):]:
-        fig.delaxes(ax)
+    fig, axes = panel_grid(len(present), 4.6, 3.4)
     for i, (ax, metric) in enumerate(zip(axes, present)):
         density_curves(frame, metric, hue=hue, ax=ax, legend=i == 0)
         ax.set_title(metric, fontsize=9)
