@@ -12,6 +12,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# torch>=2.14 in pyproject.toml keeps pip off the CPU-only 2.13 wheel that breaks torchvision.
 	$(BIN)/python -m pip install --quiet -e ".[test]"
+	# animal-mnist ships the 10,000 animal silhouettes of the near-OOD set `animals`; its declared
+	# dependencies include TensorFlow, which its data file does not need, so it goes in without them.
+	$(BIN)/python -m pip install --quiet --no-deps "animal-mnist==0.4"
 	$(BIN)/python -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__)"
 	@touch $(STAMP)
 

@@ -22,10 +22,10 @@ from moon.config import RunConfig
 from moon.data import load_id
 from moon.evaluate import (_loader, capped, detector_options, fit_subset, near_far_means,
                            score_curves)
-from moon.detectors import make_detector
+from moon.ood.detectors import make_detector
 from moon.metrics import calibration, ood_metrics
 from moon.models import model_for
-from moon.ood import load_ood
+from moon.ood.sets import load_ood
 from moon.train import extract
 
 TIMES: dict[str, float] = defaultdict(float)

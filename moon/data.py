@@ -2,7 +2,7 @@
 
 Every image set is held in memory as a ``uint8`` tensor ``[N, C, H, W]`` in the ID set's pixel range
 (0..255); normalisation with the ID training mean/std happens per batch in
-:class:`moon.loaders.TensorLoader`. OOD sets are built in :mod:`moon.ood`.
+:class:`moon.loaders.TensorLoader`. OOD sets are built in :mod:`moon.ood.sets`.
 
 Locating files tries, in order (design.md, section 4):
 1. ``$MOON_DATA`` if set, else the repository's ``data/`` folder;

@@ -22,10 +22,10 @@ from torch import nn
 
 from moon.config import RunConfig
 from moon.data import OOD_SETS, IDData
-from moon.detectors import Detector, make_detector
+from moon.ood.detectors import Detector, make_detector
 from moon.loaders import TensorLoader
 from moon.metrics import calibration, fit_temperature, ood_metrics, reliability
-from moon.ood import load_ood
+from moon.ood.sets import load_ood
 from moon.train import Outputs, extract
 
 FPR_GRID = np.linspace(0.0, 1.0, 101)

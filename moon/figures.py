@@ -103,7 +103,7 @@ def plot_benchmark_grid(dataset: str = "fashion_mnist", n_per_row: int = 8, seed
     row per offline OOD set labelled with its name, near/far and image count. Saved as PNG to
     ``path`` when given; returns the matplotlib Figure."""
     from moon.data import ID_SETS
-    from moon.ood import benchmark_sets
+    from moon.ood.sets import benchmark_sets
 
     if dataset not in ID_SETS:
         raise ValueError(f"unknown dataset {dataset!r}; valid: {', '.join(ID_SETS)}")

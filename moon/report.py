@@ -22,7 +22,7 @@ def write_benchmark(out_dir: str | Path, dataset: str = "fashion_mnist", seed: i
     """Write ``out_dir/benchmark.json`` (the :func:`moon.data.benchmark_summary` rows with the dataset,
     seed and time of writing) and ``out_dir/benchmark_grid.png``; returns the JSON content."""
     from moon.data import ID_SETS
-    from moon.ood import benchmark_sets
+    from moon.ood.sets import benchmark_sets
 
     if dataset not in ID_SETS:
         raise ValueError(f"unknown dataset {dataset!r}; valid: {', '.join(ID_SETS)}")

@@ -16,7 +16,7 @@
    that keeping only the head weights with large contribution ``m_j W_cj`` lowers the variance of
    the logits over inputs, more for OOD than for ID inputs, which separates the energy scores.
    :func:`dice_variance_sweep` measures that variance, the energy and the AUROC for a range of
-   pruning percentiles ``p`` using :class:`moon.detectors.DICE` (reference ``cigl-and-dice.md``
+   pruning percentiles ``p`` using :class:`moon.ood.detectors.DICE` (reference ``cigl-and-dice.md``
    Part B).
 
 Everything here is CPU-sized: the toy trains in about a second.
@@ -33,13 +33,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from moon.detectors import DICE
+from moon.ood.detectors import DICE
 from moon.figures import new_figure, save
 from moon.losses import UnknownAwareLoss
 from moon.masking import Masking
 from moon.metrics import ood_metrics
 from moon.models import Classifier
-from moon.scores import msp
+from moon.ood.scores import msp
 from moon.train import Outputs
 
 if TYPE_CHECKING:
@@ -124,7 +124,7 @@ def confidence_grid(model: nn.Module, num_known: int = TOY_CLASSES, lim: float =
     """The model's confidence on a ``steps x steps`` grid over ``[-lim, lim]^2``.
 
     Returns ``xx``, ``yy`` (``meshgrid``, indexing "xy"), ``msp`` = max over the K known classes
-    of the softmax over *all* outputs (:func:`moon.scores.msp`, design section 3) and ``unknown`` =
+    of the softmax over *all* outputs (:func:`moon.ood.scores.msp`, design section 3) and ``unknown`` =
     ``p(unknown)``, the last softmax output, for a K+1 head (None for a K head). All ``[steps,
     steps]`` float arrays.
     """
@@ -249,7 +249,7 @@ def dice_variance_sweep(model: nn.Module, train: Outputs, sets: dict[str, Output
                         num_known: int, ps=DICE_PS, **dice_options) -> pd.DataFrame:
     """DICE at each pruning percentile ``p``: how the masked logits and the energy change.
 
-    For each ``p`` a :class:`moon.detectors.DICE` on ``model.head`` is fitted on ``train`` (mean
+    For each ``p`` a :class:`moon.ood.detectors.DICE` on ``model.head`` is fitted on ``train`` (mean
     training feature ``m``, keep ``m_j W_cj > tau_p``; ``dice_options`` such as ``rows``/``over``
     are passed on) and, for every set (``sets`` must hold the ID test outputs under "id"):
 

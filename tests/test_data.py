@@ -1,4 +1,4 @@
-"""moon.data, moon.ood, moon.loaders (and the benchmark figures of moon.report) on synthetic files in the real formats."""
+"""moon.data, moon.ood.sets, moon.loaders (and the benchmark figures of moon.report) on synthetic files in the real formats."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from conftest import N_TEST, N_TRAIN, write_idx
 from moon import data
 from moon.data import DatasetNotFoundError, load_id, ood_sets_for, read_cifar_pickle, read_idx
 from moon.loaders import TensorLoader, make_loaders
-from moon.ood import benchmark_summary, load_ood
+from moon.ood.sets import benchmark_summary, load_ood
 
 OFFLINE_FASHION = ("digits", "heldout", "photos", "gaussian", "uniform")
 

@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from moon import scores
-from moon.detectors import DICE, KNN, NotFittedError, make_detector
+from moon.ood import scores
+from moon.ood.detectors import DICE, KNN, NotFittedError, make_detector
 from moon.train import Outputs
 
 K = 4

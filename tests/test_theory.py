@@ -9,7 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from moon import scores, theory
+from moon import theory
+from moon.ood import scores
 from moon.losses import UnknownAwareLoss
 from moon.masking import maskable_parameters
 from moon.train import Outputs

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from moon import scores
+from moon.ood import scores
 from moon.train import Outputs
 
 
@@ -48,7 +48,7 @@ class Detector:
 
 
 class LogitScore(Detector):
-    """A score computed from the logits alone (see :mod:`moon.scores`)."""
+    """A score computed from the logits alone (see :mod:`moon.ood.scores`)."""
 
     def __init__(self, name: str, head: nn.Linear, num_known: int):
         super().__init__(head, num_known)

@@ -1,0 +1,2 @@
+"""Out-of-distribution evaluation: the OOD sets (:mod:`.sets`), logit scores (:mod:`.scores`) and
+fitted detectors (:mod:`.detectors`)."""
