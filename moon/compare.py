@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Callable, Mapping
 import numpy as np
 
 from moon.metrics import Paired, paired_comparison
-from moon.report import is_percent, mean_std, require_columns
+from moon.report import is_percent, mean_std, ood_kind, require_columns
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -34,7 +34,9 @@ PAIRED_METRICS = ("id.accuracy", "id.ece", "ood.near.msp.auroc", "ood.far.msp.au
 ABLATION_METRICS = ("id.accuracy", "id.ece", "id.nll", "ood.near.msp.auroc", "ood.far.msp.auroc")
 CALIBRATION_METRICS = ("id.accuracy", "id.ece", "id.adaptive_ece", "id.nll", "id.brier",
                        "id.temperature", "id.ts_ece", "id.ts_nll")
-POSTHOC_DETECTORS = ("msp", "energy", "dice", "react", "mahalanobis", "knn")
+POSTHOC_DETECTORS = ("msp", "msp_ts", "energy", "gen", "dice", "react", "ash", "scale", "vim",
+                     "fdbd", "mahalanobis", "rmds", "knn")
+DICE_SWEEP_PREFIX = "extra.dice_sweep."    # columns extra.dice_sweep.<ood set>.<p>: DICE's AUROC
 ABLATION_ORDER = ("none", "unknown class", "unknown class, fixed α", "averaging", "MOON",
                   "MOON, fixed α", "MOON as released")
 MOON_PARTS = ("unknown_class", "averaging", "alpha_auto", "as_released")
@@ -395,9 +397,11 @@ def posthoc_table(frame: "pd.DataFrame", detectors=POSTHOC_DETECTORS, kind: str 
                   metric: str = "auroc", by=("variant", "density")) -> "pd.DataFrame":
     """Post-hoc detectors side by side: a row per ``by`` group, a column per detector the frame
     has, "mean ± std" over runs x100 of ``ood.<kind>.<detector>.<metric>`` (the mean over the OOD
-    sets of that kind); ``n`` runs."""
-    if kind not in ("near", "far"):
-        raise ValueError(f"kind={kind!r}; use 'near' or 'far'")
+    sets of that group: near, far or noise, :data:`moon.ood.sets.GROUPS`); ``n`` runs."""
+    from moon.ood.sets import GROUPS
+
+    if kind not in GROUPS:
+        raise ValueError(f"kind={kind!r}; use one of {', '.join(GROUPS)}")
     columns = {f"ood.{kind}.{d}.{metric}": d for d in detectors
                if f"ood.{kind}.{d}.{metric}" in frame.columns}
     if not columns:
@@ -439,3 +443,42 @@ def calibration_table(frame: "pd.DataFrame", by=("method", "density", "moon"),
     NLL, Brier, the fitted temperature and the temperature-scaled reference ``ts_ece`` (x100) and
     ``ts_nll`` (Guo et al. 2017); metrics the frame lacks are left out; ``n`` runs."""
     return _mean_std_table(frame, [m for m in metrics if m in frame.columns], with_model(frame, by))
+
+
+def dice_sweep_frame(frame: "pd.DataFrame", by=("method", "density", "moon"),
+                     level: float = 0.95) -> "pd.DataFrame":
+    """DICE's AUROC against its percentile ``p`` (each run's ``extra.dice_sweep``: one fitted mean
+    feature, ``p`` = 0 is plain energy), per ``by`` group, OOD group (near, far, noise) and ``p``:
+    per run the unweighted mean over its OOD sets of the group, then mean and t-interval over the
+    runs. Columns ``*by, kind, p, auroc, low, high, n``; empty when no run has a sweep (result
+    files written before the evaluation stored one)."""
+    import pandas as pd
+
+    by = with_model(frame, by)
+    columns = [c for c in frame.columns if c.startswith(DICE_SWEEP_PREFIX)]
+    out = [*by, "kind", "p", "auroc", "low", "high", "n"]
+    if not columns:
+        return pd.DataFrame(columns=out)
+    long = frame[by + columns].reset_index(names="run").melt(id_vars=["run", *by],
+                                                             value_name="auroc")
+    where = long.pop("variable").str.removeprefix(DICE_SWEEP_PREFIX).str.split(".", n=1, expand=True)
+    long["kind"] = where[0].map(lambda name: ood_kind(name) or "other")
+    long["p"] = where[1].astype(float)
+    long["auroc"] = pd.to_numeric(long["auroc"], errors="coerce")
+    per_run = long.dropna(subset=["auroc"]).groupby(["run", *by, "kind", "p"], as_index=False)
+    rows = []
+    for key, part in per_run["auroc"].mean().groupby([*by, "kind", "p"], sort=True):
+        mean, low, high = t_interval(part["auroc"], level)
+        rows.append({**dict(zip([*by, "kind", "p"], key)), "auroc": mean, "low": low, "high": high,
+                     "n": len(part)})
+    return pd.DataFrame(rows, columns=out)
+
+
+def dice_sweep_table(sweep: "pd.DataFrame") -> "pd.DataFrame":
+    """:func:`dice_sweep_frame` as a table: a row per group and OOD kind, a column per ``p``, the
+    mean AUROC x100 (1 decimal)."""
+    keys = [c for c in sweep.columns if c not in ("p", "auroc", "low", "high", "n")]
+    table = (100 * sweep.pivot_table(index=keys, columns="p", values="auroc")).round(1)
+    table.columns = [f"p = {p:g}" for p in table.columns]
+    table.columns.name = "DICE AUROC (%)"
+    return table

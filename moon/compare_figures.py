@@ -127,3 +127,32 @@ def calibration_overview(frame: "pd.DataFrame", by=("variant", "density"),
     ax.set_xlim(left=0)
     ax.set_xlabel("ECE (%)")
     return save(fig, path)
+
+
+def dice_sweep_plot(sweep: "pd.DataFrame", path: str | Path | None = None):
+    """DICE's AUROC (%) against its percentile ``p`` from :func:`moon.compare.dice_sweep_frame`: a
+    panel per model and OOD kind, a line per group (e.g. dense vs sparse, baseline vs MOON) with
+    the 95% t-interval over runs as a band; ``p`` = 0 is plain energy."""
+    import seaborn as sns
+
+    require_columns(sweep, ["kind", "p", "auroc", "low", "high"])
+    keys = [c for c in sweep.columns if c not in ("kind", "p", "auroc", "low", "high", "n", "model")]
+    models = sorted(sweep["model"].unique()) if "model" in sweep.columns else [None]
+    kinds = [k for k in ("near", "far", "noise", "other") if k in set(sweep["kind"])]
+    fig, axes = panel_grid(len(models) * len(kinds), 4.2, 3.2)
+    label = lambda key: ", ".join(f"density {v:g}" if c == "density" else str(v)  # noqa: E731
+                                  for c, v in zip(keys, key if isinstance(key, tuple) else (key,)))
+    groups = [key for key, _ in sweep.groupby(keys, sort=True)] if keys else [()]
+    palette = dict(zip(groups, sns.color_palette(n_colors=len(groups))))
+    panels = [(m, k) for m in models for k in kinds]
+    for ax, (model, kind) in zip(axes, panels):
+        cells = sweep[(sweep["kind"] == kind) & ((sweep["model"] == model) if model else True)]
+        for key, rows in (cells.groupby(keys, sort=True) if keys else [((), cells)]):
+            rows = rows.sort_values("p")
+            ax.plot(rows["p"], 100 * rows["auroc"], marker="o", color=palette[key], label=label(key))
+            ax.fill_between(rows["p"], 100 * rows["low"], 100 * rows["high"], color=palette[key],
+                            alpha=0.15, lw=0)
+        ax.set_title(f"{model + ': ' if model else ''}{kind} OOD", fontsize=9)
+        ax.set(xlabel="DICE percentile p (0: energy)", ylabel="AUROC (%)")
+    axes[0].legend(fontsize=7, loc="best")
+    return save(fig, path)

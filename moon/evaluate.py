@@ -21,15 +21,18 @@ from sklearn.metrics import roc_curve
 from torch import nn
 
 from moon.config import RunConfig
-from moon.data import OOD_SETS, IDData
-from moon.ood.detectors import Detector, make_detector
+from moon.data import IDData
+from moon.ood.detectors import DICE, Detector
+from moon.ood.registry import DETECTORS, make_detector, options_for
 from moon.loaders import TensorLoader
-from moon.metrics import calibration, fit_temperature, ood_metrics, reliability
-from moon.ood.sets import load_ood
+from moon.metrics import (auroc, calibration, fit_temperature, ood_metrics, released_ece,
+                          reliability)
+from moon.ood.sets import GROUPS, OOD_SETS, load_ood, ood_source
 from moon.train import Outputs, extract
 
 FPR_GRID = np.linspace(0.0, 1.0, 101)
 HIST_BINS = 40
+DICE_SWEEP = (0.0, 50.0, 70.0, 90.0, 95.0, 99.0)   # DICE percentiles of the post-hoc chapter's sweep
 
 
 def capped(x: torch.Tensor, y: torch.Tensor | None, limit: int):
@@ -44,8 +47,10 @@ def _loader(x: torch.Tensor, y: torch.Tensor | None, data: IDData, cfg: RunConfi
     return TensorLoader(x, labels, data.mean, data.std, cfg.eval_batch_size, device=device)
 
 
-def detector_options(cfg: RunConfig) -> dict[str, dict[str, Any]]:
-    return {"dice": {"p": cfg.dice_p}, "react": {"p": cfg.react_p}, "knn": {"k": cfg.knn_k}}
+def detector_options(cfg: RunConfig, **fitted: Any) -> dict[str, dict[str, Any]]:
+    """Constructor options of every registered detector: its RunConfig fields, and the values the
+    evaluation fitted that it declares (``temperature`` for ``msp_ts``)."""
+    return {name: options_for(name, cfg, **fitted) for name in DETECTORS}
 
 
 def fit_subset(data: IDData, cfg: RunConfig) -> tuple[torch.Tensor, torch.Tensor]:
@@ -59,9 +64,11 @@ def fit_subset(data: IDData, cfg: RunConfig) -> tuple[torch.Tensor, torch.Tensor
     return x, y
 
 
-def fit_detectors(model: nn.Module, data: IDData, cfg: RunConfig, device) -> dict[str, Detector]:
-    """Every detector of ``cfg``, fitted on :func:`fit_subset` of the ID training split."""
-    options = detector_options(cfg)
+def fit_detectors(model: nn.Module, data: IDData, cfg: RunConfig, device,
+                  temperature: float | None = None) -> dict[str, Detector]:
+    """Every detector of ``cfg``, fitted on :func:`fit_subset` of the ID training split
+    (``temperature``: the one fitted on the validation split, for ``msp_ts``)."""
+    options = detector_options(cfg, temperature=temperature)
     detectors = {name: make_detector(name, model, data.num_classes, **options.get(name, {}))
                  for name in cfg.detector_list}
     if any(d.needs_fit for d in detectors.values()):
@@ -72,7 +79,13 @@ def fit_detectors(model: nn.Module, data: IDData, cfg: RunConfig, device) -> dic
 
 
 def evaluate(model: nn.Module, data: IDData, cfg: RunConfig, device: torch.device) -> dict[str, Any]:
-    """``{"id", "ood", "ood_summary", "curves", "seconds"}`` for the model the run reports."""
+    """``{"id", "ood", "ood_summary", "ood_sources", "curves", "dice_sweep", "unknown_mass",
+    "seconds"}`` for the model the run reports; ``ood_summary`` is :func:`group_means`,
+    ``ood_sources`` maps every OOD set to where its images came from
+    (:func:`moon.ood.sets.ood_source`). ``dice_sweep`` is ``{set: {p: AUROC}}`` of DICE at every
+    :data:`DICE_SWEEP` percentile; ``unknown_mass`` is ``{"id_test" | set: mean p(unknown)}``
+    (None without the unknown class). ``id`` adds ``ece_released`` (:func:`moon.metrics.released_ece`)
+    to the ECE over the K known classes."""
     start = time.perf_counter()
     x, y = capped(data.test_x, data.test_y, cfg.max_eval_samples)
     test_loader = _loader(x, y, data, cfg, device)
@@ -87,30 +100,55 @@ def evaluate(model: nn.Module, data: IDData, cfg: RunConfig, device: torch.devic
     conf, pred = probs.max(dim=1)
     curves: dict[str, Any] = {"reliability": dataclasses.asdict(
         reliability(conf, pred == test.labels))}
-    detectors = fit_detectors(model, data, cfg, device)
+    detectors = fit_detectors(model, data, cfg, device, temperature=temperature)
     id_scores = {name: det.score(test, test_loader) for name, det in detectors.items()}
-    ood, ood_scores = {}, {}
+    sweep = dice_at_sweep(detectors.get("dice"))
+    sweep_id = {p: det.score(test) for p, det in sweep.items()}
+    dice_sweep, mass = {}, {"id_test": unknown_mass(test.logits, K)}
+    ood, ood_scores, sources = {}, {}, {}
     for name in cfg.ood_set_list:
         ox, _ = capped(load_ood(name, data, seed=cfg.seed), None, cfg.max_eval_samples)
+        sources[name] = ood_source(name, data)
         loader = _loader(ox, None, data, cfg, device)
         outputs = extract(model, loader, device)
         ood_scores[name] = {d: det.score(outputs, loader) for d, det in detectors.items()}
         ood[name] = {d: dataclasses.asdict(ood_metrics(id_scores[d], s))
                      for d, s in ood_scores[name].items()}
+        if sweep:
+            dice_sweep[name] = {p: auroc(sweep_id[p], det.score(outputs))
+                                for p, det in sweep.items()}
+        mass[name] = unknown_mass(outputs.logits, K)
     curves.update(score_curves(id_scores, ood_scores))
     id_metrics = dataclasses.asdict(cal)
     id_metrics.update(temperature=temperature, ts_ece=scaled.ece, ts_nll=scaled.nll,
-                      ts_brier=scaled.brier)
+                      ts_brier=scaled.brier, ece_released=released_ece(test.logits, test.labels))
     if "dice" in detectors:
         id_metrics["dice_kept_fraction"] = detectors["dice"].kept_fraction
-    return {"id": id_metrics, "ood": ood, "ood_summary": near_far_means(ood), "curves": curves,
+    return {"id": id_metrics, "ood": ood, "ood_summary": group_means(ood), "ood_sources": sources,
+            "curves": curves, "dice_sweep": dice_sweep,
+            "unknown_mass": mass if mass["id_test"] is not None else None,
             "seconds": time.perf_counter() - start}
 
 
-def near_far_means(ood: dict[str, dict[str, dict[str, float]]]) -> dict[str, Any]:
-    """Unweighted means over the near and over the far OOD sets, per detector and metric."""
+def dice_at_sweep(dice: DICE | None) -> dict[str, DICE]:
+    """The fitted DICE at every percentile of :data:`DICE_SWEEP`, keyed ``"0"``, ``"50"``, ...,
+    all from its one fitted mean feature (empty without DICE among the run's detectors)."""
+    return {} if dice is None else {f"{p:g}": dice.at(p) for p in DICE_SWEEP}
+
+
+def unknown_mass(logits: torch.Tensor, num_known: int) -> float | None:
+    """Mean probability of the unknown class, the last column of the softmax over all K+1
+    outputs (None for a head without the unknown class)."""
+    if logits.shape[1] != num_known + 1:
+        return None
+    return float(torch.softmax(logits.double(), dim=1)[:, -1].mean())
+
+
+def group_means(ood: dict[str, dict[str, dict[str, float]]]) -> dict[str, Any]:
+    """``{group: {detector: {metric: mean}}}``: unweighted means over the OOD sets of each group of
+    :data:`moon.ood.sets.GROUPS` (near, far, noise) present in ``ood``."""
     out: dict[str, Any] = {}
-    for kind in ("near", "far"):
+    for kind in GROUPS:
         sets = [s for s in ood if OOD_SETS[s].kind == kind]
         if not sets:
             continue

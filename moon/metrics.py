@@ -7,7 +7,8 @@ Conventions (design.md, section 3; reference/cigl-and-dice.md, B.6):
 * everything is computed in float64 on the CPU, from tensors or arrays;
 * with a K+1 head ("unknown" last), accuracy, NLL, Brier and the calibration errors are computed over
   the K known classes: the softmax is taken over the first K logits only (renormalised), and the
-  prediction is their argmax.
+  prediction is their argmax. The one exception is :func:`released_ece`, the released MOON code's
+  convention (softmax, confidence and prediction over all K+1 outputs; 10 bins; 1.0 dropped).
 
 Results are frozen dataclasses; ``dataclasses.asdict`` turns one into a JSON-ready dict.
 """
@@ -101,6 +102,13 @@ def fpr_at_tpr(id_scores: Any, ood_scores: Any, tpr_level: float = TPR_LEVEL) ->
     fpr, tpr, _ = roc_curve(y, np.concatenate([ids, oods]), drop_intermediate=False)
     first = int(np.flatnonzero(tpr >= tpr_level - _TPR_TOL)[0])
     return float(fpr[first])
+
+
+def auroc(id_scores: Any, ood_scores: Any) -> float:
+    """:func:`ood_metrics`'s AUROC alone (``roc_auc_score``, ID positive), for sweeps that need no
+    other metric."""
+    ids, oods = _vector(id_scores, "id_scores"), _vector(ood_scores, "ood_scores")
+    return float(roc_auc_score(np.r_[np.ones(ids.size), np.zeros(oods.size)], np.r_[ids, oods]))
 
 
 def ood_metrics(id_scores: Any, ood_scores: Any) -> OODMetrics:
@@ -261,6 +269,30 @@ def calibration(logits: Any, labels: Any, num_known: int | None = None, n_bins: 
                        ece=ece, mce=mce, adaptive_ece=adaptive_ece(conf, correct, n_bins), n=int(n))
 
 
+def released_ece(logits: Any, labels: Any, n_bins: int = 10) -> float:
+    """ECE as the released MOON code reports it (reference moon-released-code.md 5.4).
+
+    Unlike :func:`calibration` (softmax over the K known logits, 15 bins, every sample binned):
+
+    * ``p`` = softmax over **all** C outputs (K+1 with the unknown class), in float32 as there;
+      confidence = max over all C and prediction = argmax over all C, so a sample predicted
+      "unknown" counts as wrong (and its confidence is the unknown probability);
+    * ``n_bins`` = 10 equal-width bins ``[b/B, (b+1)/B)``: a confidence of exactly 1.0 falls in no
+      bin and is dropped, from the sum and from the normalisation alike;
+    * ECE = sum_b (n_b / n_kept) |acc_b - conf_b| over the non-empty bins (NaN if nothing is kept).
+    """
+    z = torch.as_tensor(_numpy(logits, "logits", dtype=np.float32))
+    y = _numpy(labels, "labels", dtype=np.int64)
+    if z.ndim != 2 or y.shape != (z.shape[0],) or z.shape[0] == 0:
+        raise ValueError(f"need logits (N, C) and labels (N,), got {tuple(z.shape)} and {y.shape}")
+    conf, pred = torch.softmax(z, dim=1).max(dim=1)
+    conf, correct = conf.double().numpy(), pred.numpy() == y
+    kept = conf < 1.0
+    if not kept.any():
+        return float("nan")
+    return expected_calibration_error(conf[kept], correct[kept], n_bins)[0]
+
+
 def fit_temperature(logits: Any, labels: Any, num_known: int | None = None) -> float:
     """Temperature scaling (Guo et al. 2017): the ``T > 0`` minimising the NLL of
     ``softmax(z[:, :K] / T)`` on held-out data (the validation split), found by a bounded 1-D
@@ -336,6 +368,9 @@ class Paired:
     high: float
     excludes_zero: bool     # the interval lies strictly on one side of 0
     n: int
+    p_value: float = float("nan")   # two-sided paired t-test of mean_diff = 0 (nan for n < 2)
+    sd: float = float("nan")        # standard deviation of the differences (ddof = 1)
+    mde: float = float("nan")       # smallest true difference detected with 80% power at 5%
 
 
 def _finite_values(values: Sequence[float] | Any, name: str) -> np.ndarray:
@@ -369,6 +404,44 @@ def paired_comparison(method_values: Sequence[float] | Any, base_values: Sequenc
     n, mean = int(d.size), float(d.mean())
     if n == 1:
         return Paired(mean_diff=mean, low=mean, high=mean, excludes_zero=False, n=1)
-    half = float(stats.t.ppf((1 + level) / 2, n - 1)) * float(np.std(d, ddof=1)) / math.sqrt(n)
+    sd = float(np.std(d, ddof=1))
+    half = float(stats.t.ppf((1 + level) / 2, n - 1)) * sd / math.sqrt(n)
     low, high = mean - half, mean + half
-    return Paired(mean_diff=mean, low=low, high=high, excludes_zero=bool(low > 0 or high < 0), n=n)
+    if sd > 0:
+        p = float(2 * stats.t.sf(abs(mean) / (sd / math.sqrt(n)), n - 1))
+    else:
+        p = 1.0 if mean == 0 else 0.0
+    return Paired(mean_diff=mean, low=low, high=high, excludes_zero=bool(low > 0 or high < 0), n=n,
+                  p_value=p, sd=sd, mde=min_detectable_effect(sd, n, alpha=1 - level))
+
+
+def min_detectable_effect(sd: float, n: int, alpha: float = 0.05, power: float = 0.8) -> float:
+    """The smallest true mean difference a two-sided paired t-test at level ``alpha`` detects with
+    probability ``power``, for ``n`` pairs whose differences spread with standard deviation ``sd``.
+
+    ``MDE = d* * sd`` where the standardised effect ``d*`` solves the noncentral-t power equation
+    ``P(|T| > t_{1-alpha/2, n-1} | T ~ t'(n-1, d* sqrt(n))) = power`` (statsmodels' ``TTestPower``;
+    about ``(t_{1-alpha/2} + t_{power}) / sqrt(n)``). nan for n < 2 (no spread to measure).
+    """
+    if n < 2 or not math.isfinite(sd):
+        return float("nan")
+    if sd == 0:
+        return 0.0
+    from statsmodels.stats.power import TTestPower
+
+    d = TTestPower().solve_power(effect_size=None, nobs=n, alpha=alpha, power=power,
+                                 alternative="two-sided")
+    return float(d) * sd
+
+
+def holm(p_values: Sequence[float] | Any) -> np.ndarray:
+    """Holm's step-down adjustment of a family of p-values (statsmodels ``multipletests``): the
+    adjusted value controls the family-wise error rate; nan entries stay nan."""
+    from statsmodels.stats.multitest import multipletests
+
+    p = np.asarray(p_values, dtype=float)
+    out = np.full(p.shape, np.nan)
+    ok = np.isfinite(p)
+    if ok.any():
+        out[ok] = multipletests(p[ok], method="holm")[1]
+    return out

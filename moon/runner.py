@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 
@@ -13,17 +14,18 @@ from moon.cost import peak_memory, training_flops_per_image
 from moon.data import load_id
 from moon.evaluate import evaluate
 from moon.masking import maskable_parameters
-from moon.results import (
-    RESULT_FILE,
-    RunResult,
-    atomic_torch_save,
-    load_result,
-    now_iso,
-    provenance,
+from moon.config import differing_fields
+from moon.errors import FolderInUse
+from moon.results import FAILED_FILE, RunResult, atomic_torch_save, now_iso, provenance, save_result
+from moon.rundir import (
+    FolderLock,
+    clear_run_files,
+    inspect_folder,
+    load_checkpoint,
+    refuse_other,
     remove_stale_temporaries,
-    save_result,
 )
-from moon.train import CHECKPOINT, Trainer, resolve_device
+from moon.train import CHECKPOINT, Trainer, check_learned, resolve_device
 
 log = logging.getLogger(__name__)
 MODEL_FILE = "model.pt"
@@ -33,18 +35,47 @@ def run(cfg: RunConfig, out_dir: str | Path | None = None, raise_on_failure: boo
         progress: bool | None = None) -> RunResult:
     """Train and evaluate ``cfg``; write ``out_dir/result.json`` (and the evaluated ``model.pt``).
 
-    With ``cfg.resume`` a finished result in ``out_dir`` with the same configuration is returned as
-    it is, and an interrupted run continues from its last epoch checkpoint. A failure (a diverged
-    loss, missing data, ...) is recorded as ``status: "failed"`` with the message, then re-raised
-    unless ``raise_on_failure`` is False. ``progress``: the tqdm bar (None: on a terminal only).
+    The folder is locked for the run's life and checked before any compute (design.md, section
+    8): a complete result of *another* configuration there is never written over (the run stops
+    with :class:`~moon.errors.FolderInUse` unless ``cfg.overwrite``); a second writer stops with
+    :class:`~moon.errors.FolderLocked`; an unreadable ``result.json`` stops with
+    :class:`~moon.errors.CorruptFile`. These refusals are raised whatever ``raise_on_failure``.
+
+    With ``cfg.resume`` a finished result of the same configuration (whose model file loads) is
+    returned as it is, and an interrupted run continues from its last epoch checkpoint. A failure
+    of the run itself (a diverged loss, missing data, ...) is recorded as ``status: "failed"`` with
+    the message, in ``result.json``, or in ``result.failed.json`` beside a complete result that is
+    kept, then re-raised unless ``raise_on_failure`` is False. ``progress``: the tqdm bar (None: on
+    a terminal only).
     """
-    out = Path(out_dir) if out_dir is not None else None
-    if out is not None:
+    if out_dir is None:
+        return _attempt(cfg, None, raise_on_failure, progress, keep_result=False)
+    out = Path(out_dir)
+    with FolderLock(out):
         remove_stale_temporaries(out)
-    if out is not None and cfg.resume:
-        finished = finished_result(out, cfg)
-        if finished is not None:
-            return finished
+        state = inspect_folder(out, cfg.to_dict(), cfg.resume)
+        if state.kind == "reusable":
+            log.info("reusing the finished run in %s", out)
+            return state.result
+        if state.kind == "other":
+            if not cfg.overwrite:
+                raise refuse_other(out, state)
+            log.warning("overwrite=true: replacing %s (%s)", out, state.detail)
+            clear_run_files(out)
+        elif cfg.overwrite:
+            clear_run_files(out)
+        if state.kind == "same" and state.detail:
+            log.warning("training %s again: %s", out, state.detail)
+        if cfg.resume:
+            _check_checkpoint(out, cfg)
+        return _attempt(cfg, out, raise_on_failure, progress,
+                        keep_result=state.kind == "same" and not cfg.overwrite)
+
+
+def _attempt(cfg: RunConfig, out: Path | None, raise_on_failure: bool, progress: bool | None,
+             keep_result: bool) -> RunResult:
+    """One training-and-evaluation attempt; the result is written even when it fails, beside a
+    complete result of the same configuration when ``keep_result`` (never over it)."""
     device = resolve_device(cfg.device)
     result = RunResult(config=cfg.to_dict(), provenance=provenance(str(device)))
     result.provenance["started"] = now_iso()
@@ -53,19 +84,54 @@ def run(cfg: RunConfig, out_dir: str | Path | None = None, raise_on_failure: boo
         result.status = "complete"
     except Exception as err:  # recorded in the result file, then re-raised
         result.status, result.error = "failed", f"{type(err).__name__}: {err}"
-        log.error("run failed: %s", result.error)
+        if not raise_on_failure:
+            log.error("run failed: %s", result.error)
         if raise_on_failure:
             raise
     finally:
         result.provenance["finished"] = now_iso()
         if out is not None and result.status != "running":
-            save_result(result, out)
+            failed_beside = keep_result and result.status == "failed"
+            save_result(result, out / FAILED_FILE if failed_beside else out)
+    if out is not None and result.status == "complete":
+        with contextlib.suppress(FileNotFoundError):
+            (out / FAILED_FILE).unlink()
     return result
+
+
+def _check_checkpoint(out: Path, cfg: RunConfig) -> None:
+    """With ``resume``, a checkpoint of another configuration stops the run before any compute."""
+    path = out / CHECKPOINT
+    if not path.exists():
+        return
+    saved = load_checkpoint(path).get("config", {})
+    diff = differing_fields(saved, cfg.to_dict())
+    if diff:
+        raise FolderInUse(f"the checkpoint {path} belongs to another configuration (fields that "
+                          f"differ: {', '.join(diff)}); write this run to another folder, run "
+                          f"with resume=false to start afresh, or pass overwrite=true")
+
+
+def preflight(cfg: RunConfig, data) -> None:
+    """Everything a run needs, checked before training: every OOD set can be built (so a missing
+    download fails now, not after an hour of training) and the detectors' fit set is big enough."""
+    from moon.evaluate import fit_subset
+    from moon.ood.sets import load_ood
+
+    for name in cfg.ood_set_list:
+        load_ood(name, data, seed=cfg.seed, n=8)
+    fitted = len(fit_subset(data, cfg)[1])
+    if "knn" in cfg.detector_list and cfg.knn_k > fitted:
+        raise ValueError(f"knn_k={cfg.knn_k} is larger than the {fitted} training images the "
+                         f"detectors are fitted on; lower knn_k or raise fit_samples")
 
 
 def _train_and_evaluate(cfg: RunConfig, device: torch.device, out: Path | None,
                         result: RunResult, progress: bool | None) -> None:
+    result.extra["stage"] = "preflight"     # kept in a failed result: where it stopped
     data = load_id(cfg.dataset)
+    preflight(cfg, data)
+    result.extra["stage"] = "training"
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     if out is not None:
@@ -74,20 +140,29 @@ def _train_and_evaluate(cfg: RunConfig, device: torch.device, out: Path | None,
     if out is not None and cfg.resume:
         trainer.resume_from(out / CHECKPOINT)
     model = trainer.fit()
+    result.extra["stage"] = "evaluation"
     result.history = trainer.history
     result.masks = mask_summary(trainer, model)
     evaluation = evaluate(model, data, cfg, device)
     result.id, result.ood, eval_seconds = evaluation["id"], evaluation["ood"], evaluation["seconds"]
     result.extra["ood_summary"] = evaluation["ood_summary"]
+    result.extra["ood_sources"] = evaluation["ood_sources"]
     result.extra["curves"] = evaluation["curves"]
+    result.extra["dice_sweep"] = evaluation["dice_sweep"]
+    result.extra["unknown_mass"] = evaluation["unknown_mass"]
     images = cfg.epochs * len(trainer.loaders.train.labels)
     result.timing = {"train_seconds": trainer.train_seconds, "eval_seconds": eval_seconds,
                      "train_images_per_second": images / max(trainer.train_seconds, 1e-9),
                      **peak_memory(device)}
-    result.extra["flops"] = training_flops_per_image(cfg, result.masks["layers"]
-                                                     if trainer.masking else None)
+    result.extra["flops"] = training_flops_per_image(
+        cfg, result.masks["layers"] if trainer.masking else None, trainer.update_interval)
+    result.extra["update_interval"] = trainer.update_interval
+    result.extra["topology_updates"] = trainer.topology_updates
     result.extra["alpha0"] = trainer.criterion.alpha0
     result.extra["alpha_final_epoch"] = trainer.criterion.alpha
+    check_learned(result.id["accuracy"], data.num_classes,
+                  min(len(data.test_y), cfg.max_eval_samples or len(data.test_y)))
+    del result.extra["stage"]
     if out is not None:
         atomic_torch_save({"config": cfg.to_dict(), "model": model.state_dict()}, out / MODEL_FILE)
 
@@ -108,17 +183,10 @@ def mask_summary(trainer: Trainer, model: nn.Module) -> dict:
 
 
 def finished_result(out: Path, cfg: RunConfig) -> RunResult | None:
-    """A complete result of the same configuration already in ``out``, if any."""
-    path = out / RESULT_FILE
-    if not path.exists():
-        return None
-    done = load_result(path)
-    same = {k: v for k, v in done.config.items() if k != "resume"} == \
-        {k: v for k, v in cfg.to_dict().items() if k != "resume"}
-    if done.status == "complete" and same:
-        log.info("reusing the finished run in %s", out)
-        return done
-    return None
+    """A complete, reusable result of the same configuration already in ``out``, if any (an
+    unreadable ``result.json`` raises :class:`~moon.errors.CorruptFile`)."""
+    state = inspect_folder(out, cfg.to_dict(), resume=True)
+    return state.result if state.kind == "reusable" else None
 
 
 def load_model(out_dir: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, RunConfig]:
@@ -127,7 +195,7 @@ def load_model(out_dir: str | Path, device: str | torch.device = "cpu") -> tuple
     from moon.config import from_params
     from moon.models import model_for
 
-    state = torch.load(Path(out_dir) / MODEL_FILE, map_location=device, weights_only=True)
+    state = load_checkpoint(Path(out_dir) / MODEL_FILE, map_location=device)
     cfg = from_params(state["config"])
     model = model_for(cfg).to(device)
     model.load_state_dict(state["model"], strict=True)

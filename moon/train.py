@@ -29,20 +29,44 @@ from tqdm import tqdm
 
 from moon import schedules
 from moon.averaging import WeightAverager
-from moon.config import RunConfig
+from moon.config import RunConfig, differing_fields
 from moon.data import IDData
 from moon.loaders import make_loaders
 from moon.losses import UnknownAwareLoss
 from moon.masking import Masking
+from moon.metrics import calibration, fit_temperature
 from moon.models import model_for
 from moon.results import atomic_torch_save
+from moon.rundir import load_checkpoint
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite."""
+    """The loss became NaN or infinite, exploded, or the model ended at chance accuracy."""
+
+
+# An epoch's mean training loss this many times the first epoch's is an explosion: MOON's weights
+# raise a sample's loss by at most 1 + alpha (alpha_final <= a few), so no healthy run gets near it.
+LOSS_EXPLOSION = 100.0
+
+
+CHANCE_CHECK_MIN = 1000
+
+
+def check_learned(accuracy: float, num_classes: int, n: int) -> None:
+    """Raise :class:`TrainingDiverged` when ``accuracy`` on ``n`` test images is not above chance
+    (1/K) by three binomial standard errors: a diverged run whose loss stayed finite ends there,
+    with every AUROC near 0.5, and must not enter the tables as a normal run. It needs a real test
+    set: below :data:`CHANCE_CHECK_MIN` images (tests on synthetic data, smoke runs) it is skipped."""
+    chance = 1.0 / num_classes
+    margin = 3.0 * (chance * (1.0 - chance) / max(n, 1)) ** 0.5
+    if n >= CHANCE_CHECK_MIN and accuracy <= chance + margin:
+        raise TrainingDiverged(
+            f"the model ended at chance accuracy ({100 * accuracy:.1f}% on {n} test images, "
+            f"chance {100 * chance:.1f}% with {num_classes} classes): the run diverged or did not "
+            f"learn; lower lr or check the data")
 
 
 @dataclass
@@ -119,6 +143,9 @@ class Trainer:
         self.epochs_done = 0
         self.train_seconds = 0.0
         self.last_drop_fraction = 0.0
+        self.update_interval = cfg.update_interval or schedules.default_update_interval(
+            self.steps_per_epoch)
+        self.topology_updates = 0
         self._first_bad = torch.tensor(-1, device=device)
 
     def _lr_factor(self, step: int) -> float:
@@ -143,12 +170,15 @@ class Trainer:
         self.model.train()
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
+        unknown_sum = torch.zeros((), device=self.device)   # sum of p(unknown), on the device
         seen = 0
         for i, (x, y) in enumerate(self.loaders.train):
             step = (epoch - 1) * self.steps_per_epoch + i
-            loss, hits = self._train_step(x, y, epoch, step)
+            loss, hits, unknown = self._train_step(x, y, epoch, step)
             loss_sum += loss.detach() * len(y)
             correct += hits
+            if unknown is not None:
+                unknown_sum += unknown
             seen += len(y)
             if self.averager is not None:
                 self.averager.on_step(self.model, epoch, i)
@@ -160,7 +190,8 @@ class Trainer:
         if self.averager is not None:
             self.averager.on_epoch_end(self.model, epoch)
         self._end_epoch(epoch, float(loss_sum) / seen, int(correct) / seen,
-                        time.perf_counter() - start)
+                        time.perf_counter() - start,
+                        float(unknown_sum) / seen if self.cfg.unknown_class else None)
 
     def _train_step(self, x: torch.Tensor, y: torch.Tensor, epoch: int, step: int):
         cfg = self.cfg
@@ -173,22 +204,33 @@ class Trainer:
                                       step, self._first_bad)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if self.masking is not None and self.masking.dynamic and \
-                schedules.is_update_step(step, cfg.update_interval, self.total_steps, cfg.update_stop):
+        if self.masking is not None and self.masking.dynamic and self._is_update_step(step):
             self.last_drop_fraction = self._drop_fraction(step)
             self.masking.update(self.last_drop_fraction, self.optimizer)
+            self.topology_updates += 1
         elif self.masking is not None:
             self.masking.step(self.optimizer)
         else:
             self.optimizer.step()
         self.scheduler.step()
         hits = (logits.detach()[:, :self.num_known].argmax(1) == y).sum()
-        return loss, hits
+        # MOON diagnostic: the batch's summed unknown-class probability (softmax over all K+1),
+        # from the logits of this step, left on the device (no host sync per step)
+        unknown = (torch.softmax(logits.detach().float(), dim=1)[:, -1].sum()
+                   if self.cfg.unknown_class else None)
+        return loss, hits, unknown
+
+    def _is_update_step(self, step: int) -> bool:
+        cfg = self.cfg
+        if cfg.as_released:
+            return schedules.is_released_update_step(step, self.steps_per_epoch, cfg.epochs,
+                                                     self.update_interval)
+        return schedules.is_update_step(step, self.update_interval, self.total_steps, cfg.update_stop)
 
     def _drop_fraction(self, step: int) -> float:
         cfg = self.cfg
         if cfg.as_released:
-            return schedules.released_drop_fraction(step, cfg.epochs, cfg.drop_fraction, cfg.update_stop)
+            return schedules.released_drop_fraction(step, cfg.drop_fraction)
         return schedules.drop_fraction(step, self.total_steps, cfg.drop_fraction, cfg.update_stop)
 
     def _check_finite(self, epoch: int) -> None:
@@ -201,22 +243,41 @@ class Trainer:
                 f"non-finite loss at epoch {bad_epoch}, step {bad % self.steps_per_epoch} "
                 f"(global step {bad}); lower lr (now {self.cfg.lr}) or check the data")
 
+    def _check_explosion(self, epoch: int, train_loss: float) -> None:
+        """Stop when the epoch's mean loss exceeds :data:`LOSS_EXPLOSION` times the first epoch's:
+        with a too-large lr the loss can stay finite (1e33) while the model is destroyed."""
+        first = self.history[0]["train_loss"] if self.history else train_loss
+        if train_loss > LOSS_EXPLOSION * max(first, 1e-3):
+            raise TrainingDiverged(
+                f"the training loss exploded: {train_loss:.3g} in epoch {epoch}, over "
+                f"{LOSS_EXPLOSION:g}x epoch 1's {first:.3g}; lower lr (now {self.cfg.lr})")
+
     def _postfix(self, loss: torch.Tensor, acc: torch.Tensor) -> dict[str, str]:
         alpha = self.criterion.alpha
         return {"loss": f"{float(loss):.3f}", "acc": f"{float(acc):.3f}",
                 "density": f"{self.masking.density() if self.masking else 1.0:.3f}",
                 "alpha": "-" if alpha is None else f"{alpha:.4f}"}
 
-    def _end_epoch(self, epoch: int, train_loss: float, train_acc: float, seconds: float) -> None:
+    def _end_epoch(self, epoch: int, train_loss: float, train_acc: float, seconds: float,
+                   unknown_mass: float | None = None) -> None:
+        """Checks, the validation accuracy and the epoch's history row, then the checkpoint.
+        ``unknown_mass``: the mean p(unknown) on the epoch's training batches (None: no K+1 head)."""
         self._check_finite(epoch)
+        self._check_explosion(epoch, train_loss)
         val = extract(self.model, self.loaders.val, self.device)
         self.train_seconds += seconds
+        cal = calibration(val.logits, val.labels, num_known=self.num_known)
         self.history.append({
             "epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
             "val_acc": float((val.logits[:, :self.num_known].argmax(1) == val.labels).float().mean()),
+            # the regime: is the model over-confident (T > 1) on held-out data, epoch by epoch?
+            "val_ece": cal.ece, "val_nll": cal.nll,
+            "val_temperature": fit_temperature(val.logits, val.labels, num_known=self.num_known),
             "alpha": self.criterion.alpha, "drop_fraction": self.last_drop_fraction,
+            "unknown_mass": unknown_mass,
             "density": self.masking.density() if self.masking else 1.0,
-            "lr": self.optimizer.param_groups[0]["lr"], "seconds": seconds})
+            "lr": self.optimizer.param_groups[0]["lr"], "topology_updates": self.topology_updates,
+            "seconds": seconds})
         self.epochs_done = epoch
         if self.out_dir is not None:
             atomic_torch_save(self.state_dict(), self.out_dir / CHECKPOINT)
@@ -234,6 +295,7 @@ class Trainer:
         return {"config": self.cfg.to_dict(), "epochs_done": self.epochs_done,
                 "train_seconds": self.train_seconds, "history": self.history,
                 "last_drop_fraction": self.last_drop_fraction,
+                "topology_updates": self.topology_updates,
                 "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "loss": self.criterion.state_dict(),
                 "masking": self.masking.state_dict() if self.masking else None,
@@ -254,20 +316,20 @@ class Trainer:
         self.loaders.train.generator.set_state(state["data_order"])
         self.epochs_done, self.train_seconds = state["epochs_done"], state["train_seconds"]
         self.history, self.last_drop_fraction = list(state["history"]), state["last_drop_fraction"]
+        self.topology_updates = state.get("topology_updates", 0)
 
     def resume_from(self, path: Path) -> bool:
         """Load ``path`` if it exists (``weights_only=True``); returns whether it did."""
         if not path.exists():
             return False
-        self.load_state_dict(torch.load(path, map_location=self.device, weights_only=True))
+        self.load_state_dict(load_checkpoint(path, map_location=self.device))
         log.info("resumed %s after epoch %d of %d", path, self.epochs_done, self.cfg.epochs)
         return True
 
 
 def _check_same_config(saved: dict[str, Any], cfg: RunConfig) -> None:
     """A checkpoint continues only the run that wrote it (``resume`` itself may differ)."""
-    now = cfg.to_dict()
-    diff = sorted(k for k in set(saved) | set(now) if k != "resume" and saved.get(k) != now.get(k))
+    diff = differing_fields(saved, cfg.to_dict())
     if diff:
         raise ValueError(f"the checkpoint was written by a different configuration; fields that "
-                         f"differ: {', '.join(f'{k} ({saved.get(k)!r} -> {now.get(k)!r})' for k in diff)}")
+                         f"differ: {', '.join(diff)}")

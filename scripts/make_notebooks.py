@@ -27,7 +27,8 @@ def parameters(preset: str | None, out_dir: str, fields: list[str] | None = None
     lines = ["# Parameters (papermill): RunConfig fields, plus `preset` and `out_dir`.",
              "# A field left at its default is filled by the preset, if one is given.",
              f"preset = {preset!r}".ljust(36) + '# None | "smoke" | "quick" | "cpu" | "full"',
-             f"out_dir = {out_dir!r}".ljust(36) + "# where the result files go"]
+             f"out_dir = {out_dir!r}".ljust(36) + ("# where the result files go" if out_dir else
+                                                   "# None: runs/ood_eval/<its configuration>")]
     for name, (value, comment) in (study or {}).items():
         lines.append(f"{name} = {value!r}".ljust(36) + f"# {comment}")
     for name in fields or [f.name for f in dataclasses.fields(RunConfig)]:
@@ -54,7 +55,13 @@ def study_params(study: str, only: dict | None = None) -> dict:
             "only": (only, "axis -> values to keep (None: the whole grid of the preset)")}
 
 
-STUDY_CELLS = """
+def check(fields: list[str] | None = None, extra: tuple[str, ...] = ()) -> str:
+    """The first lines after the parameters: refuse ``-p`` names the template does not declare."""
+    args = "globals()" + (f", {fields!r}" if fields is not None else "") + (f", extra={extra!r}" if extra else "")
+    return f"from moon.notebook import check_parameters\ncheck_parameters({args})\n"
+
+
+STUDY_CELLS = check(STUDY_FIELDS, ("study", "only")) + """
 import pandas as pd
 from IPython.display import display
 from moon import compare, compare_figures, figures, report
@@ -80,24 +87,28 @@ TEMPLATES = {
 configuration of sparse training, with or without MOON?
 
 **Default.** MOON on RigL at density 0.05, LeNet-5 on the embedded Fashion-MNIST benchmark, 20
-epochs: a few minutes on a 2-core CPU (`-p preset smoke`: under a minute). A finished run in
-`out_dir` with the same configuration is reused, not retrained.
+epochs: a few minutes on a 2-core CPU (`-p preset smoke`: under a minute). Results go to
+`runs/ood_eval/<configuration>` (or `-p out_dir DIR`); a folder holding another configuration's
+result is never written (`-p overwrite True` replaces it), and `-p resume True` reuses a finished
+run of the same configuration or continues an interrupted one.
 
 **What to look at.** The ID metrics (accuracy, NLL, Brier, ECE over the K known classes; `ts_*`
 after temperature scaling on the validation split), the OOD tables (AUROC and FPR@95%TPR in %, every
-detector on every OOD set, with near and far means), the reliability diagram, and the score
+detector on every OOD set, with near, far and noise means), the reliability diagram, and the score
 histograms of ID test images against each OOD set.
 
 ```
 papermill notebooks/ood_eval.ipynb out.ipynb -p density 0.02 -p method set
 ```""",
-        parameters(None, "runs/ood_eval"),
-        """import moon
+        parameters(None, None),
+        check() + """import moon
 from moon import figures, report
 from moon.config import from_namespace
+from moon.rundir import run_folder_name
 
 cfg = from_namespace(globals(), preset)
-result = moon.run(cfg.replace(resume=True), out_dir)
+out_dir = out_dir or f"runs/ood_eval/{run_folder_name(cfg, preset)}"
+result = moon.run(cfg, out_dir)
 print(f"{result.status}: {out_dir}/result.json, measured density {result.masks['density']:.4f}")
 report.id_table(result)""",
         'report.ood_table(result, "auroc")',
@@ -180,20 +191,30 @@ figures.reliability_diagram([r for r in results if r.config["seed"] == first["se
     "posthoc": notebook(
         """# Post-hoc detectors: does DICE add to MOON?
 
-**Question.** MSP, energy, DICE, ReAct, Mahalanobis and KNN on dense and sparse models without and
-with MOON: do post-hoc sparsification of the last layer (DICE) and MOON add up?
+**Question.** The cheap post-hoc detectors (MSP, temperature-scaled MSP, energy, GEN, DICE, ReAct,
+ASH, SCALE, ViM, fDBD, Mahalanobis, relative Mahalanobis, KNN) on dense and sparse models without and
+with MOON: which work, and do post-hoc sparsification of the last layer (DICE) and MOON add up?
 
 **Default.** The runs of the calibration chapter: the full study (`cpu` preset) at densities 1
 and 0.05, both models, three seeds.
 
 **What to look at.** Near- and far-OOD AUROC per detector, model and variant, and the paired gain
 of DICE over plain energy on the same runs, without and with MOON (the "MOON − baseline" rows: the
-gain on MOON runs minus the gain on their baselines; near 0 means the two add up).""",
+gain on MOON runs minus the gain on their baselines; near 0 means the two add up). Last, DICE's
+AUROC against its percentile *p* (0, 50, 70, 90, 95, 99; *p* = 0 is plain energy) for dense and
+sparse models, from the sweep every evaluation stores (one fitted head mean per run).""",
         parameters("cpu", "runs/full", STUDY_FIELDS, study_params("full", {"density": [1.0, 0.05]})),
         STUDY_CELLS,
         'compare.posthoc_table(frame, kind="near")',
         'compare.posthoc_table(frame, kind="far")',
-        "compare.posthoc_gain_frame(frame)"),
+        "compare.posthoc_gain_frame(frame)",
+        """sweep = compare.dice_sweep_frame(frame)
+if sweep.empty:   # result files written before the evaluation stored extra.dice_sweep
+    print("These results have no DICE sweep (extra.dice_sweep): they were written before the "
+          "evaluation stored one; runs made since then have it.")
+else:
+    display(compare.dice_sweep_table(sweep))
+    compare_figures.dice_sweep_plot(sweep)"""),
 
     "cost": notebook(
         """# Cost
@@ -228,7 +249,7 @@ is large: at α = 1 a wrong sample needs `h > 2` (p_y < 0.135); at α = 0.01, `h
 the auto-tuned α it therefore takes little mass even where the classes overlap; the last panel,
 with a fixed α of 5, shows where it goes once α is large (dashed: p(unknown) = 0.5, when reached).""",
         parameters(None, "runs/theory_unknown_class", ["seed", "density", "alpha_final"]),
-        """from moon import theory
+        check(["seed", "density", "alpha_final"]) + """from moon import theory
 
 models = theory.toy_models(density, alpha_final, seed, epochs=15 if preset == "smoke" else 60)
 theory.plot_confidence_maps(models, data=theory.toy_data(seed=seed, std=1.0))""",
@@ -247,16 +268,18 @@ LeNet-5, 20 epochs: a few minutes on a 2-core CPU), then sweeps p.
 
 **What to look at.** The mean variance of the masked known-class logits for ID and each OOD set
 against p, and the AUROC of DICE's energy score against p.""",
-        parameters(None, "runs/ood_eval"),
-        """import moon
+        parameters(None, None),
+        check() + """import moon
 from moon import theory
 from moon.config import from_namespace
 from moon.data import load_id
 from moon.evaluate import outputs_for
+from moon.rundir import run_folder_name
 from moon.runner import load_model
 
 cfg = from_namespace(globals(), preset)
-result = moon.run(cfg.replace(resume=True), out_dir)
+out_dir = out_dir or f"runs/ood_eval/{run_folder_name(cfg, preset)}"
+result = moon.run(cfg.replace(resume=True), out_dir)     # trains, or reuses the finished run
 model, cfg = load_model(out_dir)
 outputs = outputs_for(model, load_id(cfg.dataset), cfg, "cpu")
 sweep = theory.dice_variance_sweep(model, outputs.pop("train"), outputs, num_known=model.head.out_features - int(cfg.unknown_class))

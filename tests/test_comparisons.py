@@ -346,3 +346,46 @@ def test_headline_has_a_paragraph_and_rows_per_model(two_models, frame):
         and sparse.loc[("set", 0.05), "accuracy"].endswith("*")
     assert "measurably worse than dense (95% interval excluding zero): near-OOD AUROC 4, " \
            "far-OOD AUROC 4, accuracy 4, ECE 4." in headline.headline_text(frame)
+
+
+def sweep_frame() -> pd.DataFrame:
+    """Runs with a DICE sweep: AUROC = 0.7 + p/1000 + set offset + seed noise, sparse runs 0.02
+    lower; two near sets (offsets 0 and 0.04) and one far set."""
+    from moon.compare import DICE_SWEEP_PREFIX
+
+    rows = []
+    for method, density in (("dense", 1.0), ("rigl", 0.05)):
+        for seed in SEEDS:
+            row = run_row(method, density, seed, False)
+            for name, offset in (("mnist", 0.0), ("digits", 0.04), ("photos", 0.1)):
+                for p in (0, 50, 90):
+                    row[f"{DICE_SWEEP_PREFIX}{name}.{p}"] = (0.7 + p / 1000 + offset + 0.01 * seed
+                                                             - 0.02 * (method != "dense"))
+            rows.append(row)
+    return make_frame(rows)
+
+
+def test_dice_sweep_frame_means_over_sets_then_runs(tmp_path):
+    from moon.compare import dice_sweep_frame, dice_sweep_table
+    from moon.compare_figures import dice_sweep_plot
+
+    sweep = dice_sweep_frame(sweep_frame(), by=("method", "density"))
+    assert list(sweep.columns) == ["method", "density", "kind", "p", "auroc", "low", "high", "n"]
+    cell = sweep.set_index(["method", "kind", "p"])
+    near = [0.7 + 0.05 + 0.02 + 0.01 * s - 0.02 for s in SEEDS]      # rigl, near, p = 50
+    mean, low, high = hand_interval(near)
+    assert cell.loc[("rigl", "near", 50.0), "auroc"] == pytest.approx(mean)
+    assert cell.loc[("rigl", "near", 50.0), "low"] == pytest.approx(low)
+    assert cell.loc[("dense", "far", 90.0), "auroc"] == pytest.approx(0.7 + 0.09 + 0.1 + 0.01)
+    assert (sweep["n"] == 3).all()
+    table = dice_sweep_table(sweep)
+    assert list(table.columns) == ["p = 0", "p = 50", "p = 90"]
+    assert table.loc[("dense", 1.0, "near"), "p = 0"] == pytest.approx(100 * (0.7 + 0.02 + 0.01))
+    assert isinstance(dice_sweep_plot(sweep, tmp_path / "sweep.png"), Figure)
+    assert (tmp_path / "sweep.png").exists()
+
+
+def test_dice_sweep_frame_is_empty_for_old_results(frame):
+    from moon.compare import dice_sweep_frame
+
+    assert dice_sweep_frame(frame).empty

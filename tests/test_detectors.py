@@ -1,11 +1,15 @@
 """Scores and detectors: sign conventions, hand cases and equalities with direct computations."""
 
+import math
+
 import pytest
 import torch
 from torch import nn
 
 from moon.ood import scores
-from moon.ood.detectors import DICE, KNN, NotFittedError, make_detector
+from moon.ood.detectors import DICE, KNN, NotFittedError
+from moon.ood.feature_detectors import ASH, FDBD, SCALE, ViM
+from moon.ood.registry import DETECTORS, make_detector
 from moon.train import Outputs
 
 K = 4
@@ -82,7 +86,7 @@ def test_dice_percentile_over_active_weights_of_a_sparse_head(net):
 
 def test_unfitted_detectors_raise(net):
     test = outputs_of(net, torch.randn(8, 6))
-    for name in ("dice", "react", "mahalanobis", "knn"):
+    for name in [n for n, spec in DETECTORS.items() if spec.needs_fit]:
         with pytest.raises(NotFittedError, match=name):
             make_detector(name, net, K).score(test)
     with pytest.raises(ValueError, match="unknown detector 'foo'.*msp"):
@@ -136,3 +140,109 @@ def test_odin_without_perturbation_at_t1_is_renormalised_msp(net):
     assert torch.all(perturbed >= scores.msp_renorm(test.logits, K) - 1e-6)  # the step raises MSP
     with pytest.raises(ValueError, match="loader"):
         odin.score(test)
+
+
+def test_dice_at_another_p_equals_a_detector_fitted_at_that_p(net):
+    train, test = outputs_of(net, torch.randn(64, 6)), outputs_of(net, torch.randn(32, 6))
+    fitted = DICE(net.head, K, p=90).fit(train)
+    for p in (0.0, 50.0, 99.0):
+        moved, fresh = fitted.at(p), DICE(net.head, K, p=p).fit(train)
+        torch.testing.assert_close(moved.masked_weight, fresh.masked_weight)
+        torch.testing.assert_close(moved.score(test), fresh.score(test))
+    assert fitted.p == 90 and fitted.at(0.0).kept_fraction == 1.0
+    with pytest.raises(NotFittedError):
+        DICE(net.head, K).at(50.0)
+
+
+def test_entropy_and_gen_by_hand():
+    z = torch.tensor([[2.0, 0.0, -1.0, 0.5, 9.0], [0.0, 0.0, 0.0, 0.0, -3.0]])   # last: unknown
+    p = torch.softmax(z[:, :K].double(), dim=1)
+    torch.testing.assert_close(scores.entropy(z, K), (p * p.log()).sum(1))
+    assert scores.entropy(z, K)[1].item() == pytest.approx(-math.log(K))    # uniform: most OOD
+    gen = -(p ** 0.1 * (1 - p) ** 0.1).mean(1)                  # M = min(K, 100) = K
+    torch.testing.assert_close(scores.gen(z, K), gen)
+    assert scores.gen(z, K)[0] > scores.gen(z, K)[1]            # peaked beats uniform
+    top2 = -(p.sort(1, descending=True).values[:, :2] ** 0.1
+             * (1 - p.sort(1, descending=True).values[:, :2]) ** 0.1).mean(1)
+    torch.testing.assert_close(scores.gen(z, K, top=2), top2)
+
+
+def test_temperature_scaled_msp(net):
+    test = outputs_of(net, torch.randn(16, 6))
+    at1 = make_detector("msp_ts", net, K, temperature=1.0).score(test)
+    torch.testing.assert_close(at1.float(), scores.msp_renorm(test.logits, K))
+    hot = make_detector("msp_ts", net, K, temperature=4.0).score(test)
+    assert torch.all(hot <= at1) and torch.all(hot >= 1.0 / K)
+    with pytest.raises(ValueError, match="validation split"):
+        make_detector("msp_ts", net, K)
+
+
+def linear_head(weight, bias):
+    head = nn.Linear(weight.shape[1], weight.shape[0])
+    with torch.no_grad():
+        head.weight.copy_(weight)
+        head.bias.copy_(bias)
+    return head
+
+
+def test_ash_and_scale_by_hand():
+    w, b = torch.tensor([[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 1.0, 1.0]]), torch.tensor([0.5, -0.5])
+    head = linear_head(w, b)
+    h = torch.tensor([[4.0, 3.0, 2.0, 1.0], [0.0, 0.0, 0.0, 0.0]])
+    out = Outputs(torch.zeros(2, 2), h, None)
+    # ASH-S at p = 50 keeps the top 2 of 4 (4 and 3); s1 = 10, s2 = 7 -> x exp(10/7)
+    shaped = torch.tensor([4.0, 3.0, 0.0, 0.0]) * math.exp(10 / 7)
+    expected = torch.logsumexp(shaped @ w.T + b, 0)
+    ash = ASH(head, 2, p=50.0).score(out)
+    assert ash[0].item() == pytest.approx(expected.item(), rel=1e-5)
+    # SCALE at p = 50: the same factor on all four features, nothing pruned
+    scaled = h[0] * math.exp(10 / 7)
+    assert SCALE(head, 2, p=50.0).score(out)[0].item() == pytest.approx(
+        torch.logsumexp(scaled @ w.T + b, 0).item(), rel=1e-5)
+    for det in (ASH(head, 2), SCALE(head, 2)):   # all-zero features: the bias's energy, not NaN
+        assert det.score(out)[1].item() == pytest.approx(torch.logsumexp(b, 0).item())
+
+
+def test_fdbd_by_hand_for_two_classes():
+    w, b = torch.tensor([[1.0, 0.0], [0.0, 1.0], [5.0, 5.0]]), torch.tensor([0.0, 0.0, 0.0])
+    head = linear_head(w, b)
+    train = Outputs(torch.zeros(2, 3), torch.tensor([[1.0, 1.0], [3.0, 1.0]]), None)   # mean (2, 1)
+    det = FDBD(head, 2).fit(train)   # K = 2: the third (unknown) row is not a boundary
+    h = torch.tensor([[4.0, 1.0]])
+    expected = abs(4.0 - 1.0) / math.sqrt(2.0) / 2.0   # |f0 - f1| / ||w0 - w1|| / ||h - mean||
+    assert det.score(Outputs(torch.zeros(1, 3), h, None)).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_vim_lowers_the_score_by_alpha_times_the_residual():
+    torch.manual_seed(4)
+    D, k = 6, 3
+    train_h = torch.cat([torch.randn(500, 3) * 2 + 3, 0.01 * torch.randn(500, 3)], dim=1)
+    w = torch.cat([torch.randn(k + 1, 3), torch.zeros(k + 1, 3)], dim=1)   # blind to dims 3-5
+    head = linear_head(w, torch.zeros(k + 1))                                # origin -W+b = 0
+    labels = (train_h[:, :3] @ w[:k, :3].T).argmax(1)
+    det = ViM(head, k, dim=3).fit(Outputs(torch.zeros(500, k + 1), train_h, labels))
+    q = torch.tensor([[3.0, 3.0, 3.0, 0.0, 0.0, 0.0]])
+    off = q + torch.tensor([[0.0, 0.0, 0.0, 0.0, 0.0, 2.0]])   # off the training subspace
+    s = det.score(Outputs(torch.zeros(2, k + 1), torch.cat([q, off]), None))
+    assert s[0] - s[1] == pytest.approx(det._vim.alpha * 2.0, rel=1e-3)
+    assert s[0] > s[1]
+
+
+def test_rmds_is_finite_on_rank_deficient_features_and_matches_its_formula():
+    torch.manual_seed(5)
+    y = torch.arange(400) % 2
+    h = torch.relu(torch.randn(400, 5) + 2 * y[:, None])
+    h[:, 0] = 0.0                 # a dead unit
+    h[:, 1] = 2 * h[:, 2]         # collinear units
+    model = type("M", (), {"head": nn.Linear(5, 3)})()
+    det = make_detector("rmds", model, 2).fit(Outputs(torch.zeros(400, 3), h, y))
+    q = torch.relu(torch.randn(20, 5))
+    q[:, 0], q[:, 1] = 0.0, 2 * q[:, 2]
+    s = det.score(Outputs(torch.zeros(20, 3), q, None))
+    assert torch.isfinite(s).all()
+    maha = make_detector("mahalanobis", model, 2).fit(Outputs(torch.zeros(400, 3), h, y))
+    hd, qd = h.double(), q.double()
+    centred = hd - hd.mean(0)
+    d0 = ((qd - hd.mean(0)) @ torch.linalg.pinv(centred.T @ centred / 400) * (qd - hd.mean(0))).sum(1)
+    d = maha._distances(qd)
+    torch.testing.assert_close(s.double(), -(d - d0).min(0).values, atol=1e-4, rtol=1e-4)

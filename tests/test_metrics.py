@@ -12,7 +12,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from moon.metrics import (Calibration, OODMetrics, adaptive_ece, bin_index, bootstrap_ci,
                           fit_temperature,
                           calibration, expected_calibration_error, fpr_at_tpr, ood_metrics,
-                          paired_comparison, reliability, seed_summary)
+                          paired_comparison, released_ece, reliability, seed_summary)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -265,3 +265,60 @@ def test_fit_temperature_recovers_a_known_scale():
     assert t == pytest.approx(3.0, rel=0.1)
     extra = np.concatenate([true * 3.0, np.full((4000, 1), 50.0)], axis=1)   # a K+1 head
     assert fit_temperature(extra, labels, num_known=5) == pytest.approx(t)
+
+
+def test_released_ece_on_hand_made_numbers():
+    """The released code's convention: (K+1)-way softmax, prediction over all outputs ("unknown"
+    is wrong), 10 bins, confidence exactly 1.0 dropped. K = 2 known classes + unknown."""
+    p = torch.tensor([[0.75, 0.15, 0.10],    # conf 0.75 (bin 7), predicts 0 = label: right
+                      [0.15, 0.20, 0.65],    # conf 0.65 (bin 6), predicts "unknown": wrong
+                      [0.02, 0.95, 0.03]])   # conf 0.95 (bin 9), predicts 1 = label: right
+    logits = torch.cat([p.log(), torch.tensor([[50.0, 0.0, 0.0]])])   # conf 1.0 in float32: dropped
+    labels = torch.tensor([0, 1, 1, 1])                               # (and it would be wrong)
+    expected = (abs(1 - 0.75) + abs(0 - 0.65) + abs(1 - 0.95)) / 3
+    assert released_ece(logits, labels) == pytest.approx(expected, abs=1e-6)
+    # ours renormalises over the K known classes, keeps every sample and uses 15 bins: different
+    ours = calibration(logits, labels, num_known=2).ece
+    assert abs(ours - expected) > 0.05
+    assert math.isnan(released_ece(torch.tensor([[50.0, 0.0, 0.0]]), torch.tensor([0])))
+
+
+def test_released_ece_counts_the_unknown_class_only_through_the_prediction():
+    """Equal logits but for the unknown column: moving mass to "unknown" until it wins turns a
+    right prediction into a wrong one."""
+    known = torch.tensor([[2.0, 0.0]])
+    right = released_ece(torch.cat([known, torch.tensor([[-5.0]])], 1), torch.tensor([0]))
+    wrong = released_ece(torch.cat([known, torch.tensor([[3.0]])], 1), torch.tensor([0]))
+    conf_right = torch.softmax(torch.tensor([2.0, 0.0, -5.0]), 0).max().item()
+    conf_wrong = torch.softmax(torch.tensor([2.0, 0.0, 3.0]), 0).max().item()
+    assert right == pytest.approx(1 - conf_right, abs=1e-6)
+    assert wrong == pytest.approx(conf_wrong, abs=1e-6)
+
+
+def test_minimum_detectable_effect_matches_the_power_it_promises():
+    """Simulated: a true difference of one MDE is detected in about 80% of paired experiments."""
+    from scipy import stats as st
+
+    from moon.metrics import min_detectable_effect
+    n, sd = 5, 2.0
+    mde = min_detectable_effect(sd, n)
+    assert 2.0 * (st.t.ppf(0.975, 4) + st.t.ppf(0.8, 4)) / 5 ** 0.5 == pytest.approx(mde, rel=0.1)
+    rng = np.random.default_rng(0)
+    d = rng.normal(mde, sd, size=(20000, n))
+    t = d.mean(1) / (d.std(1, ddof=1) / n ** 0.5)
+    assert np.mean(np.abs(t) > st.t.ppf(0.975, n - 1)) == pytest.approx(0.8, abs=0.015)
+    assert np.isnan(min_detectable_effect(sd, 1)) and min_detectable_effect(0.0, 5) == 0.0
+
+
+def test_holm_matches_its_definition_and_paired_p_values_match_scipy():
+    from scipy import stats as st
+
+    from moon.metrics import holm, paired_comparison
+    p = np.array([0.01, 0.04, 0.03, 0.2])
+    order = np.argsort(p)
+    expected = np.maximum.accumulate(np.minimum(1, (len(p) - np.arange(len(p))) * p[order]))
+    adjusted = np.empty_like(p)
+    adjusted[order] = expected
+    assert holm(p) == pytest.approx(adjusted)
+    a, b = np.array([0.8, 0.82, 0.79, 0.85, 0.81]), np.array([0.78, 0.8, 0.8, 0.81, 0.77])
+    assert paired_comparison(a, b).p_value == pytest.approx(st.ttest_rel(a, b).pvalue)

@@ -3,17 +3,22 @@
 Every score is higher = more in-distribution. Detectors work on :class:`moon.train.Outputs` (logits
 and penultimate features of one forward pass); ODIN alone needs the inputs again, for its gradient
 step, and takes the loader as well. With a K+1 head every detector uses the K known classes only.
+The detectors on penultimate features built on pytorch-ood are in :mod:`moon.ood.feature_detectors`;
+every name is declared once, with its options, in :data:`moon.ood.registry.DETECTORS`.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import copy
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 from torch import Tensor, nn
 
 from moon.ood import scores
-from moon.train import Outputs
+
+if TYPE_CHECKING:   # moon.train imports moon.config, which reads the registry built from here
+    from moon.train import Outputs
 
 
 class NotFittedError(RuntimeError):
@@ -24,7 +29,8 @@ class Detector:
     """Base class: a name, ``fit`` (a no-op unless the detector needs training data) and ``score``."""
 
     name = "detector"
-    needs_fit = False
+    needs_fit = False      # fitted on ID training outputs before scoring
+    needs_inputs = False   # scores the inputs again (ODIN): built with the model, scored with a loader
 
     def __init__(self, head: nn.Linear, num_known: int):
         self.num_known = num_known
@@ -50,9 +56,10 @@ class Detector:
 class LogitScore(Detector):
     """A score computed from the logits alone (see :mod:`moon.ood.scores`)."""
 
-    def __init__(self, name: str, head: nn.Linear, num_known: int):
+    def __init__(self, head: nn.Linear, num_known: int, fn: Callable[[Tensor, int], Tensor],
+                 name: str):
         super().__init__(head, num_known)
-        self.name, self._fn = name, scores.LOGIT_SCORES[name]
+        self.name, self._fn = name, fn
 
     def _score(self, outputs: Outputs, loader: Any) -> Tensor:
         return self._fn(outputs.logits, self.num_known)
@@ -81,17 +88,31 @@ class DICE(Detector):
     def __init__(self, head: nn.Linear, num_known: int, p: float = 90.0, rows: str = "known",
                  over: str = "active"):
         super().__init__(head, num_known)
-        if not 0 <= p < 100 or rows not in ("known", "all") or over not in ("active", "all"):
-            raise ValueError(f"DICE needs 0 <= p < 100, rows in (known, all), over in (active, all);"
-                             f" got p={p}, rows={rows!r}, over={over!r}")
+        _check_dice(p, rows, over)
         self.p, self.rows, self.over = p, rows, over
+        self.mean: Tensor | None = None
         self.masked_weight: Tensor | None = None
         self.kept_fraction: float | None = None
 
     def fit(self, train: Outputs) -> "DICE":
-        mean = train.features.float().mean(dim=0)
+        self.mean = train.features.float().mean(dim=0)
+        self._mask()
+        return super().fit(train)
+
+    def at(self, p: float) -> "DICE":
+        """This detector at percentile ``p``, reusing the fitted mean feature (no data pass: the
+        post-hoc chapter's sweep over ``p``)."""
+        if self.mean is None:
+            raise NotFittedError("DICE.at(p) needs a fitted detector: call .fit(train_outputs)")
+        _check_dice(p, self.rows, self.over)
+        other = copy.copy(self)
+        other.p = p
+        other._mask()
+        return other
+
+    def _mask(self) -> None:
         ranked = self.weight if self.rows == "all" else self.weight[:self.num_known]
-        contribution = mean[None, :] * ranked
+        contribution = self.mean[None, :] * ranked
         if self.p == 0:
             keep = torch.ones_like(ranked, dtype=torch.bool)
         else:
@@ -101,11 +122,37 @@ class DICE(Detector):
         masked = (ranked * keep)[:self.num_known]
         self.masked_weight = masked
         self.kept_fraction = float((masked != 0).float().mean())
-        return super().fit(train)
 
     def _score(self, outputs: Outputs, loader: Any) -> Tensor:
         logits = outputs.features.float() @ self.masked_weight.T + self.bias[:self.num_known]
         return torch.logsumexp(logits, dim=1)
+
+
+def _check_dice(p: float, rows: str, over: str) -> None:
+    if not 0 <= p < 100 or rows not in ("known", "all") or over not in ("active", "all"):
+        raise ValueError(f"DICE needs 0 <= p < 100, rows in (known, all), over in (active, all);"
+                         f" got p={p}, rows={rows!r}, over={over!r}")
+
+
+class TemperatureMSP(Detector):
+    """MSP after temperature scaling (Guo et al. 2017): ``max_k softmax(f_k / T)`` over the K known
+    logits, with ``T`` fitted on the validation split by :func:`moon.metrics.fit_temperature` (the
+    evaluation passes it in; it is the ``temperature`` of the ID metrics). The same K-way softmax
+    the temperature was fitted on, computed by ``pytorch_ood.detector.MaxSoftmax.score``."""
+
+    name = "msp_ts"
+
+    def __init__(self, head: nn.Linear, num_known: int, temperature: float | None = None):
+        super().__init__(head, num_known)
+        if temperature is None or not temperature > 0:
+            raise ValueError(f"msp_ts needs the temperature fitted on the validation split (> 0), "
+                             f"got {temperature!r}: pass temperature=fit_temperature(val logits)")
+        self.temperature = float(temperature)
+
+    def _score(self, outputs: Outputs, loader: Any) -> Tensor:
+        from pytorch_ood.detector import MaxSoftmax
+        known = outputs.logits[:, :self.num_known].double()
+        return scores.from_outlier(MaxSoftmax.score(known, t=self.temperature))
 
 
 class ReAct(Detector):
@@ -146,12 +193,27 @@ class Mahalanobis(Detector):
         self.means = means
         centred = h - means[lookup[y]]
         self.precision = torch.linalg.pinv(centred.T @ centred / len(h), hermitian=True)
+        self._root = whitening(self.precision)
+        self._white_means = means @ self._root
         return super().fit(train)
 
     def _score(self, outputs: Outputs, loader: Any) -> Tensor:
-        h = outputs.features.double()
-        dist = torch.stack([((h - mu) @ self.precision * (h - mu)).sum(dim=1) for mu in self.means])
-        return (-dist.min(dim=0).values).float()
+        return (-self._distances(outputs.features.double()).min(dim=0).values).float()
+
+    def _distances(self, h: Tensor) -> Tensor:
+        """Squared distances ``[C_present, N]`` of float64 features ``h`` to the class means:
+        ``||(h - mu) R||^2 = |hR|^2 - 2 hR.muR + |muR|^2`` with ``R R^T = S^+`` (one matmul for all
+        classes instead of one ``[N, D] x [D, D]`` product per class)."""
+        hw, mw = h @ self._root, self._white_means
+        d = (hw * hw).sum(dim=1)[None, :] - 2.0 * mw @ hw.T + (mw * mw).sum(dim=1)[:, None]
+        return d.clamp(min=0.0)
+
+
+def whitening(precision: Tensor) -> Tensor:
+    """``R`` with ``R R^T = precision`` for a symmetric positive semi-definite matrix (from its
+    eigendecomposition; round-off negative eigenvalues count as 0)."""
+    values, vectors = torch.linalg.eigh(precision)
+    return vectors * values.clamp(min=0.0).sqrt()[None, :]
 
 
 class KNN(Detector):
@@ -180,7 +242,7 @@ class ODIN(Detector):
     step that raises it: ``x' = x - eps * sign(-grad_x log max_k softmax(f(x)/T)_k)``. Needs the model
     and the inputs (``loader`` of normalised images); ``T = 1000``, ``eps = 0.0014`` by default."""
 
-    name = "odin"
+    name, needs_inputs = "odin", True
 
     def __init__(self, head: nn.Linear, num_known: int, model: nn.Module,
                  temperature: float = 1000.0, epsilon: float = 0.0014):
@@ -208,16 +270,3 @@ class ODIN(Detector):
             logits = self.model(x - self.epsilon * grad.sign())[:, :self.num_known].float()
             return torch.softmax(logits / self.temperature, dim=1).max(dim=1).values
 
-
-def make_detector(name: str, model: nn.Module, num_known: int, **options: Any) -> Detector:
-    """The detector ``name`` for ``model`` (its ``head`` gives the weights DICE and ReAct use)."""
-    head = model.head
-    if name in scores.LOGIT_SCORES:
-        return LogitScore(name, head, num_known)
-    classes = {"dice": DICE, "react": ReAct, "mahalanobis": Mahalanobis, "knn": KNN}
-    if name in classes:
-        return classes[name](head, num_known, **options)
-    if name == "odin":
-        return ODIN(head, num_known, model, **options)
-    raise ValueError(f"unknown detector {name!r}; choose from "
-                     f"{', '.join([*scores.LOGIT_SCORES, *classes, 'odin'])}")

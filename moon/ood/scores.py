@@ -1,7 +1,9 @@
 """Scores from logits: higher = more in-distribution (design.md, section 3).
 
 Every function takes logits ``[N, C]`` and ``num_known`` = K; with the unknown class C = K+1 and the
-last column is "unknown". Scores are float32 ``[N]`` tensors on the logits' device.
+last column is "unknown". Scores are ``[N]`` tensors on the logits' device, float32 (float64 for
+those computed in float64, where a float32 result would tie saturated samples). The names a
+user chooses from are declared once, in :data:`moon.ood.registry.DETECTORS`.
 """
 
 from __future__ import annotations
@@ -48,5 +50,32 @@ def unknown(logits: Tensor, num_known: int) -> Tensor:
     return 1.0 - torch.softmax(logits.float(), dim=1)[:, -1]
 
 
-LOGIT_SCORES = {"msp": msp, "msp_renorm": msp_renorm, "max_logit": max_logit, "energy": energy,
-                "unknown": unknown}
+# --------------------------------------------------------------------------------------------------
+# Scores taken from pytorch-ood (imported on first use: the package takes seconds to import)
+# --------------------------------------------------------------------------------------------------
+def from_outlier(outlier_scores: Tensor) -> Tensor:
+    """pytorch-ood returns *outlier* scores (higher = more OOD); ours are higher = more ID. This is
+    the one place where the sign is flipped: every score taken from pytorch-ood passes through it.
+    The dtype is kept (a float64 score cast to float32 would tie the most confident samples)."""
+    return -outlier_scores
+
+
+def entropy(logits: Tensor, num_known: int) -> Tensor:
+    """Negative entropy ``sum_k p_k log p_k`` of the softmax over the K known logits
+    (``pytorch_ood.detector.Entropy.score``, which clips ``p`` at 1e-7; the entropy baseline, as in
+    Chan et al. 2021). The K
+    known logits renormalised, not all K+1: mass piled on the unknown class would make the
+    distribution peaked again and look in-distribution (as for energy, reference Part C item 6)."""
+    from pytorch_ood.detector import Entropy
+    return from_outlier(Entropy.score(_known(logits, num_known).double()))
+
+
+def gen(logits: Tensor, num_known: int, gamma: float = 0.1, top: int = 100) -> Tensor:
+    """GEN, generalized entropy (Liu et al. 2023, CVPR, section 3): with ``p`` the softmax over the K
+    known logits sorted in decreasing order, ``-sum_{j <= M} p_j^gamma (1 - p_j)^gamma`` over the
+    ``M = min(K, top)`` largest (``top`` = 100, ``gamma`` = 0.1 as in the paper).
+    ``pytorch_ood.detector.GEN.score`` averages instead of summing (a constant factor: same ranking)
+    and clips ``p`` to [1e-7, 1 - 1e-7]. Known logits only, as for :func:`entropy`."""
+    from pytorch_ood.detector import GEN
+    z = _known(logits, num_known).double()
+    return from_outlier(GEN.score(z, gamma=gamma, M=min(num_known, top)))
