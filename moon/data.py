@@ -1,8 +1,9 @@
-"""Datasets: the registry of in-distribution (ID) and OOD sets, locating files, in-memory tensors.
+"""Datasets: the registry of in-distribution (ID) sets, locating files, in-memory tensors.
 
 Every image set is held in memory as a ``uint8`` tensor ``[N, C, H, W]`` in the ID set's pixel range
 (0..255); normalisation with the ID training mean/std happens per batch in
-:class:`moon.loaders.TensorLoader`. OOD sets are built in :mod:`moon.ood.sets`.
+:class:`moon.loaders.TensorLoader`. OOD sets (their registry, groups and builders) are in
+:mod:`moon.ood.sets`. Pickled data is read with an allow-list unpickler (:func:`read_pickle`).
 
 Locating files tries, in order (design.md, section 4):
 1. ``$MOON_DATA`` if set, else the repository's ``data/`` folder;
@@ -14,6 +15,7 @@ Locating files tries, in order (design.md, section 4):
 from __future__ import annotations
 
 import gzip
+import importlib
 import logging
 import math
 import os
@@ -50,19 +52,6 @@ class IDSpec:
     classes: tuple[int, ...] | None = None   # class subset of the source (open-set splits)
 
 
-@dataclass(frozen=True)
-class OODSpec:
-    """An out-of-distribution set, tagged near or far, for the ID sets it applies to."""
-    name: str
-    kind: str                   # "near" | "far"
-    offline: bool               # True: built from scikit-learn data or noise, no download needed
-    id_sets: tuple[str, ...]    # ID datasets this set is evaluated against
-    description: str
-
-
-_FMNIST = ("fashion_mnist", "fashion_mnist_6")
-_CIFAR = ("cifar10", "cifar100")
-
 ID_SETS: dict[str, IDSpec] = {s.name: s for s in (
     IDSpec("fashion_mnist", 10, 1, 28, "fashion_mnist", "Fashion-MNIST, 10 classes (embedded default)"),
     IDSpec("fashion_mnist_6", 6, 1, 28, "fashion_mnist",
@@ -72,42 +61,6 @@ ID_SETS: dict[str, IDSpec] = {s.name: s for s in (
     IDSpec("cifar10", 10, 3, 32, "cifar10", "CIFAR-10"),
     IDSpec("cifar100", 100, 3, 32, "cifar100", "CIFAR-100"),
 )}
-
-OOD_SETS: dict[str, OODSpec] = {s.name: s for s in (
-    # offline, for Fashion-MNIST
-    OODSpec("digits", "near", True, _FMNIST,
-            "scikit-learn load_digits, 8x8 upsampled to 28x28, intensity-matched"),
-    OODSpec("heldout", "near", True, ("fashion_mnist_6",),
-            "Fashion-MNIST test images of the 4 classes fashion_mnist_6 does not train on"),
-    OODSpec("photos", "far", True, _FMNIST, "grey 28x28 crops of scikit-learn's sample photographs"),
-    OODSpec("gaussian", "far", True, _FMNIST + _CIFAR + ("mnist",),
-            "Gaussian noise with the ID pixel mean/std, clipped to the pixel range"),
-    OODSpec("uniform", "far", True, _FMNIST + _CIFAR + ("mnist",),
-            "uniform noise over the pixel range"),
-    # need a download, for Fashion-MNIST
-    OODSpec("mnist", "near", False, _FMNIST, "MNIST test set"),
-    OODSpec("kmnist", "near", False, _FMNIST, "Kuzushiji-MNIST test set"),
-    OODSpec("omniglot", "far", False, _FMNIST, "Omniglot evaluation characters, inverted, 28x28"),
-    OODSpec("cifar10_gray", "far", False, _FMNIST, "CIFAR-10 test set in grey, resized to 28x28"),
-    # need a download, for CIFAR in-distribution
-    OODSpec("cifar100", "near", False, ("cifar10",), "CIFAR-100 test set"),
-    OODSpec("cifar10", "near", False, ("cifar100",), "CIFAR-10 test set"),
-    OODSpec("svhn", "far", False, _CIFAR, "SVHN test set"),
-    OODSpec("textures", "far", False, _CIFAR, "Describable Textures (DTD), resized to 32x32"),
-    OODSpec("places365", "far", False, _CIFAR, "Places365 validation images, 32x32"),
-)}
-
-
-def ood_sets_for(dataset: str, offline_only: bool = False) -> tuple[str, ...]:
-    """Names of the OOD sets that apply to ``dataset`` (near ones first)."""
-    specs = [s for s in OOD_SETS.values()
-             if dataset in s.id_sets and (s.offline or not offline_only)]
-    return tuple(s.name for s in sorted(specs, key=lambda s: s.kind != "near"))
-
-
-def default_ood_sets(dataset: str) -> tuple[str, ...]:
-    """The default evaluation sets: the offline ones where they exist, else all that apply."""
-    return ood_sets_for(dataset, offline_only=True) if dataset in _FMNIST else ood_sets_for(dataset)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -184,6 +137,13 @@ def locate(source: str) -> Path:
     raise DatasetNotFoundError(source, tried)
 
 
+def _existing_dirs(root: Path) -> set[Path]:
+    """``root``'s ancestors-to-be-kept: the folders that exist under it now (and itself)."""
+    if not root.is_dir():
+        return set()
+    return {root, *(p for p in root.rglob("*") if p.is_dir())}
+
+
 def find_source(source: str, download: bool | None = None) -> Path:
     """Locate ``source``; if missing and ``download`` is not False, let torchvision download it into
     ``data_roots()[0]`` and locate again."""
@@ -194,12 +154,15 @@ def find_source(source: str, download: bool | None = None) -> Path:
             raise
         root = data_roots()[0]
         log.info("%s not found locally; trying torchvision's download into %s", source, root)
+        existing = _existing_dirs(root)
         try:
             import torchvision
             root.mkdir(parents=True, exist_ok=True)
             getattr(torchvision.datasets, _TORCHVISION_CLASS[source])(
                 root=str(root), train=False, download=True)
         except Exception as exc:   # no network shows up as URLError, OSError, RuntimeError, ...
+            from moon.rundir import remove_empty_dirs
+            remove_empty_dirs(root, existing)   # a failed download leaves no empty folders
             raise DatasetNotFoundError(source, missing.tried, f"{type(exc).__name__}: {exc}") from exc
         return locate(source)
 
@@ -225,10 +188,49 @@ def read_idx(path: str | Path) -> np.ndarray:
     return data.reshape(dims).astype(dtype.newbyteorder("="), copy=False)
 
 
+# The only globals a data pickle may name: numpy's own functions for rebuilding an array, a dtype
+# or a numpy scalar (numpy 2 renamed numpy.core to numpy._core; a file names its writer's), and
+# _codecs.encode, which Python 3 uses for bytes under pickle protocols 0-2.
+PICKLE_ALLOWED = frozenset({
+    ("numpy", "ndarray"), ("numpy", "dtype"),
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+    ("_codecs", "encode"),
+})
+
+
+class ArrayUnpickler(pickle.Unpickler):
+    """An unpickler that rebuilds builtin values and numpy arrays only: a global outside
+    :data:`PICKLE_ALLOWED` (``os.system``, ``builtins.eval``, ...) raises
+    :class:`pickle.UnpicklingError` instead of being imported, so loading a data file cannot run
+    code it names."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in PICKLE_ALLOWED:
+            raise pickle.UnpicklingError(
+                f"refusing to load global {module}.{name} from a data pickle; the only globals "
+                f"allowed rebuild numpy arrays: "
+                + ", ".join(sorted(f"{m}.{n}" for m, n in PICKLE_ALLOWED)))
+        if module.startswith("numpy.core."):     # numpy >= 2 warns on the old name
+            try:
+                return getattr(importlib.import_module("numpy._core." + module[11:]), name)
+            except ImportError:                  # numpy 1.x: only the old name exists
+                pass
+        return getattr(importlib.import_module(module), name)
+
+
+def read_pickle(path: str | Path, encoding: str = "ASCII"):
+    """Load a data pickle (plain or ``.gz``) with :class:`ArrayUnpickler`; ``encoding`` decodes
+    Python 2 strings ("bytes" keeps them as bytes)."""
+    path = Path(path)
+    with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as f:
+        return ArrayUnpickler(f, encoding=encoding).load()
+
+
 def _unpickle(path: Path) -> dict:
     """A CIFAR python-format pickle, with its keys as ``str`` whatever the pickling Python was."""
-    with open(path, "rb") as f:
-        obj = pickle.load(f, encoding="bytes")
+    obj = read_pickle(path, encoding="bytes")
     return {k.decode() if isinstance(k, bytes) else k: v for k, v in obj.items()}
 
 

@@ -6,8 +6,8 @@ as PNG when given a path; a notebook displays the returned figure.
 Per-run figures read the curve data that evaluation stores in ``result.extra["curves"]``:
 ``reliability`` (per confidence bin: edges, mean confidence, accuracy, count), ``roc`` (TPR on a
 shared FPR grid per OOD set and detector), ``hist`` (score histograms of ID and each OOD set per
-detector, on shared edges) and ``ood_kind`` (near/far per set). Figures over many runs read the frame
-of :func:`moon.report.results_frame`. Metrics are fractions in the files; axes show them in %.
+detector, on shared edges) and ``ood_kind`` (near/far/noise per set). Figures over many runs read the
+frame of :func:`moon.report.results_frame`. Metrics are fractions in the files; axes show them in %.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from moon.ood.sets import GROUPS
 from moon.report import (
     density_summary,
     is_percent,
@@ -100,8 +101,8 @@ def benchmark_figure(sets: list, n_per_row: int, seed: int):
 def plot_benchmark_grid(dataset: str = "fashion_mnist", n_per_row: int = 8, seed: int = 0,
                         path: str | Path | None = None):
     """Sample images of the embedded benchmark: ID training images titled with their class, then a
-    row per offline OOD set labelled with its name, near/far and image count. Saved as PNG to
-    ``path`` when given; returns the matplotlib Figure."""
+    row per offline OOD set labelled with its name, group (near/far/noise) and image count. Saved as
+    PNG to ``path`` when given; returns the matplotlib Figure."""
     from moon.data import ID_SETS
     from moon.ood.sets import benchmark_sets
 
@@ -137,9 +138,10 @@ def _curves(result, key: str) -> dict:
 
 
 def _ood_sets(result, names) -> list[str]:
-    """``names`` with the near sets first (kinds from OOD_SETS, else the run's ``ood_kind``)."""
+    """``names`` by group, near, far, noise (groups from OOD_SETS, else the run's ``ood_kind``)."""
     kinds = (result.extra.get("curves") or {}).get("ood_kind", {})
-    return sorted(names, key=lambda s: ood_kind(s, kinds) != "near")
+    order = {kind: i for i, kind in enumerate(GROUPS)}
+    return sorted(names, key=lambda s: order.get(ood_kind(s, kinds), len(GROUPS)))
 
 
 def _auroc(result, ood_set: str, detector: str) -> str:
@@ -231,9 +233,13 @@ def score_histograms(result, detector: str = "msp", path: str | Path | None = No
     return save(fig, path)
 
 
+ROC_DASHES = {"near": "", "far": (4, 2), "noise": (1, 1.5)}   # one line style per group
+
+
 def roc_curves(result, detector: str = "msp", path: str | Path | None = None):
     """ROC of ``detector`` per OOD set (ID positive: TPR = share of ID scores above the threshold,
-    FPR = share of OOD scores above it), near sets solid and far sets dashed; legend with AUROC."""
+    FPR = share of OOD scores above it), near sets solid, far sets dashed and noise dotted; legend
+    with AUROC."""
     import numpy as np
     import pandas as pd
     import seaborn as sns
@@ -253,7 +259,7 @@ def roc_curves(result, detector: str = "msp", path: str | Path | None = None):
         fig = new_figure(4.8, 4.2)
         ax = fig.subplots()
     sns.lineplot(pd.concat(frames), x="FPR (%)", y="TPR (%)", hue="set", style="kind",
-                 style_order=["near", "far"], dashes={"near": "", "far": (4, 2)},
+                 style_order=list(GROUPS), dashes=ROC_DASHES,
                  estimator=None, sort=False, ax=ax)
     ax.plot([0, 100], [0, 100], ls=":", color="grey", lw=1)
     ax.set(xlim=(0, 100), ylim=(0, 100.5), title=f"ROC, {detector} score (ID positive)")

@@ -19,8 +19,9 @@ from moon.results import atomic_write_bytes, now_iso
 log = logging.getLogger(__name__)
 
 def write_benchmark(out_dir: str | Path, dataset: str = "fashion_mnist", seed: int = 0) -> dict:
-    """Write ``out_dir/benchmark.json`` (the :func:`moon.data.benchmark_summary` rows with the dataset,
-    seed and time of writing) and ``out_dir/benchmark_grid.png``; returns the JSON content."""
+    """Write ``out_dir/benchmark.json`` (the :func:`moon.ood.sets.benchmark_summary` rows with the
+    dataset, seed and time of writing) and ``out_dir/benchmark_grid.png``; returns the JSON
+    content."""
     from moon.data import ID_SETS
     from moon.ood.sets import benchmark_sets
 
@@ -41,13 +42,15 @@ def write_benchmark(out_dir: str | Path, dataset: str = "fashion_mnist", seed: i
 
 def benchmark_table(path: str | Path = "results/benchmark/benchmark.json"):
     """The benchmark page's table, read from :func:`write_benchmark`'s JSON: one row per ID split
-    and OOD set with its role, kind (id/near/far), image count, shape and source."""
+    and OOD set with its kind (id, near, far or noise), image count, shape, source and, for OOD
+    sets, where the images were loaded from."""
     import pandas as pd
 
     rows = json.loads(Path(path).read_text())["rows"]
     table = pd.DataFrame([{"set": r["name"], "kind": r["kind"], "images": r["n"],
                            "shape": "x".join(str(v) for v in r["shape"]),
-                           "evaluated with": r["id_set"], "source": r["source"]} for r in rows])
+                           "evaluated with": r["id_set"], "source": r["source"],
+                           "loaded from": r.get("loaded_from", "")} for r in rows])
     return table.set_index("set")
 
 
@@ -97,9 +100,11 @@ def is_percent(column: str) -> bool:
 
 
 def ood_kind(name: str, fallback: dict | None = None) -> str | None:
-    """"near" or "far" for an OOD set: ``moon.data.OOD_SETS``, else ``fallback`` (a result's
-    ``extra["curves"]["ood_kind"]``), else None."""
-    from moon.data import OOD_SETS
+    """The group of an OOD set (near, far or noise; :data:`moon.ood.sets.GROUPS`): from the current
+    registry ``moon.ood.sets.OOD_SETS`` (so older result files, which filed noise under far, are
+    read with today's groups), else ``fallback`` (a result's ``extra["curves"]["ood_kind"]``), else
+    None."""
+    from moon.ood.sets import OOD_SETS
 
     if name in OOD_SETS:
         return OOD_SETS[name].kind
@@ -119,8 +124,9 @@ def _as_results(results_or_root) -> list:
 
 
 def _with_kind_means(frame: "pd.DataFrame") -> "pd.DataFrame":
-    """Add ``ood.near.<detector>.<metric>`` and ``ood.far...``: the unweighted mean over a row's OOD
-    sets of that kind (sets a row lacks, or with a missing value, are left out of its mean)."""
+    """Add ``ood.<group>.<detector>.<metric>`` for each group (near, far, noise): the unweighted
+    mean over a row's OOD sets of that group (sets a row lacks, or with a missing value, are left
+    out of its mean)."""
     import pandas as pd
 
     groups: dict[str, list[str]] = {}
@@ -136,7 +142,7 @@ def _with_kind_means(frame: "pd.DataFrame") -> "pd.DataFrame":
 def results_frame(results_or_root) -> "pd.DataFrame":
     """One row per complete run (:func:`moon.results.flatten`), read from a results folder, a list of
     RunResults or a list of result paths. Adds ``moon`` (:func:`moon_label`), ``variant``
-    (:func:`variant_label`) and the near/far means ``ood.{near,far}.<detector>.<metric>``; the
+    (:func:`variant_label`) and the group means ``ood.{near,far,noise}.<detector>.<metric>``; the
     curve data in ``extra.curves`` is left out (it is not a table column)."""
     import pandas as pd
 
@@ -192,17 +198,21 @@ def summary_table(frame: "pd.DataFrame", metrics=None,
 
 
 def ood_table(result, metric: str = "auroc") -> "pd.DataFrame":
-    """One run's OOD ``metric`` (x100, 1 decimal): detectors as rows, OOD sets as columns (near ones
-    first), then ``near mean`` and ``far mean`` (unweighted over the sets of that kind present)."""
+    """One run's OOD ``metric`` (x100, 1 decimal): detectors as rows, OOD sets as columns by group
+    (near, far, noise), then ``near mean``, ``far mean`` and ``noise mean`` (unweighted over the
+    sets of that group present)."""
     import pandas as pd
+
+    from moon.ood.sets import GROUPS
 
     if metric not in OOD_METRICS:
         raise ValueError(f"metric={metric!r} is not an OOD metric; use one of {OOD_METRICS}")
     fallback = result.extra.get("curves", {}).get("ood_kind", {})
-    sets = sorted(result.ood, key=lambda s: ood_kind(s, fallback) != "near")
+    order = {kind: i for i, kind in enumerate(GROUPS)}
+    sets = sorted(result.ood, key=lambda s: order.get(ood_kind(s, fallback), len(GROUPS)))
     table = pd.DataFrame({s: {d: m.get(metric) for d, m in result.ood[s].items()} for s in sets},
                          dtype=float)
-    for kind in ("near", "far"):
+    for kind in GROUPS:
         of_kind = [s for s in sets if ood_kind(s, fallback) == kind]
         if of_kind:
             table[f"{kind} mean"] = table[of_kind].mean(axis=1)

