@@ -17,6 +17,9 @@ import logging
 import sys
 from pathlib import Path
 
+from moon.data import DatasetNotFoundError
+from moon.errors import MoonError
+
 log = logging.getLogger("moon")
 
 
@@ -24,12 +27,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from moon.config import from_params, parse_overrides
     from moon.runner import run
 
+    from moon.rundir import run_folder_name
+
     cfg = from_params(parse_overrides(args.overrides), preset=args.preset)
-    result = run(cfg, out_dir=args.out)
-    print(f"{result.status}: {args.out}/result.json")
+    out = args.out or str(Path("runs") / run_folder_name(cfg, args.preset))
+    result = run(cfg, out_dir=out, raise_on_failure=False)
+    print(f"{result.status}: {out}/result.json")
     if result.status != "complete":
-        print(result.error, file=sys.stderr)
-        return 1
+        print(f"error: {result.error}", file=sys.stderr)
+        return 2 if result.extra.get("stage") == "preflight" else 1   # 2: bad input, no compute
     return 0
 
 
@@ -68,12 +74,20 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     out = args.out or f"runs/{study.name}" + (f"-{args.preset}" if args.preset else "")
     only = {}
     for item in args.only:
-        axis, _, values = item.partition("=")
+        axis, sep, values = item.partition("=")
+        if not sep or not values:
+            raise ValueError(f"--only {item!r}: expected AXIS=V1,V2 (e.g. --only seed=0,1)")
+        if axis in only:
+            raise ValueError(f"--only {axis} is given twice; list its values once: {axis}=V1,V2")
         only[axis] = [yaml.safe_load(v) for v in values.split(",")]
     statuses = run_study(study, out, preset=args.preset, workers=args.workers, engine=args.engine,
                          via=args.via, only=only, **parse_overrides(args.overrides))
-    failed = sorted(name for name, status in statuses.items() if status != "complete")
-    print(f"{len(statuses) - len(failed)} of {len(statuses)} cells complete in {out}")
+    failed = sorted(name for name, status in statuses.items() if status == "failed")
+    busy = sorted(name for name, status in statuses.items() if status == "busy")
+    done = sum(status == "complete" for status in statuses.values())
+    print(f"{done} of {len(statuses)} cells complete in {out}")
+    for name in busy:
+        print(f"busy: {name} (being run by another process)", file=sys.stderr)
     for name in failed:
         print(f"failed: {name} (see {out}/{name}/result.json)", file=sys.stderr)
     return 1 if failed else 0
@@ -93,14 +107,27 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     return 0 if same == len(checks) else 1
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is below 1")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m moon", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--debug", action="store_true",
+                        help="show the traceback of an error instead of its one-line message")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="train and evaluate one configuration")
     run.add_argument("--preset", default=None, help="smoke | quick | cpu | full")
-    run.add_argument("--out", default="runs/latest", help="output folder (result.json, checkpoint)")
+    run.add_argument("--out", default=None,
+                     help="output folder (result.json, checkpoint); default runs/<configuration>")
     run.add_argument("overrides", nargs="*", help="RunConfig fields as key=value")
     run.set_defaults(func=_cmd_run)
 
@@ -122,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("overrides", nargs="*", help="RunConfig fields for every cell, key=value")
     sweep.add_argument("--preset", default=None, help="RunConfig preset; also restricts the grid")
     sweep.add_argument("--out", default=None, help="output folder (default runs/STUDY[-PRESET])")
-    sweep.add_argument("--workers", type=int, default=1, help="local worker processes")
+    sweep.add_argument("--workers", type=_positive, default=1, help="local worker processes")
     sweep.add_argument("--engine", choices=("local", "ray"), default="local",
                        help="local processes, or Ray tasks (RAY_ADDRESS or a local instance)")
     sweep.add_argument("--via", choices=("notebook", "run"), default="notebook",
@@ -133,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     repro = sub.add_parser("reproduce", help="rerun committed runs and compare their metrics")
     repro.add_argument("folder", help="a study's result folder, e.g. book/results/full-cpu")
-    repro.add_argument("--cells", type=int, default=4, help="runs to repeat, spread over the grid")
+    repro.add_argument("--cells", type=_positive, default=4, help="runs to repeat, spread over the grid")
     repro.add_argument("--tolerance", type=float, default=0.0,
                        help="largest absolute metric difference counted as the same (default 0)")
     repro.set_defaults(func=_cmd_reproduce)
@@ -151,11 +178,28 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(stray or extra)}")
     if extra:
         args.overrides = list(args.overrides) + extra
+    if args.debug:
+        return args.func(args)
     try:
         return args.func(args)
-    except ValueError as err:
+    except (MoonError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
+    except OSError as err:           # FileNotFoundError, PermissionError, FileExistsError, ...
+        print(f"error: {_os_message(err)}", file=sys.stderr)
+    return 2
+
+
+def _os_message(err: OSError) -> str:
+    """One line for an ``OSError``: what happened, to which path, and what to do."""
+    if err.filename is None or isinstance(err, DatasetNotFoundError):
+        return str(err)
+    hints = {PermissionError: "choose a path you may write, or fix its permissions",
+             FileExistsError: "it exists already: remove it or choose another path",
+             FileNotFoundError: "check the path",
+             IsADirectoryError: "a file was expected there",
+             NotADirectoryError: "a folder was expected there"}
+    hint = next((h for cls, h in hints.items() if isinstance(err, cls)), "check the path")
+    return f"{err.strerror or type(err).__name__}: {err.filename}; {hint}"
 
 
 if __name__ == "__main__":

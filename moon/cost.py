@@ -45,11 +45,13 @@ def forward_flops(macs: dict[str, int], densities: dict[str, float] | None = Non
     return 2.0 * sum(m * densities.get(name, 1.0) for name, m in macs.items())
 
 
-def training_flops_per_image(cfg, densities: dict[str, float] | None = None) -> dict[str, float]:
+def training_flops_per_image(cfg, densities: dict[str, float] | None = None,
+                             update_interval: int | None = None) -> dict[str, float]:
     """``{"forward_dense", "forward_sparse", "train_step"}`` FLOPs per image for ``cfg``'s model.
 
     Dense, static and SET: ``3 f_S``; RigL and CigL: ``(3 f_S dT + 2 f_S + f_D) / (dT + 1)``
-    (RigL paper's accounting; dT = ``update_interval``), ignoring the short update window's end.
+    (RigL paper's accounting; dT = ``update_interval``, the run's own when ``cfg`` leaves it to the
+    steps per epoch), ignoring the short update window's end.
     """
     spec = ID_SETS[cfg.dataset]
     model = model_for(cfg)
@@ -62,7 +64,9 @@ def training_flops_per_image(cfg, densities: dict[str, float] | None = None) -> 
         densities = init(shapes, cfg.density)
     f_d, f_s = forward_flops(macs), forward_flops(macs, densities)
     if cfg.method in ("rigl", "cigl"):
-        dt = cfg.update_interval
+        dt = update_interval or cfg.update_interval
+        if dt is None:
+            raise ValueError("update_interval is left to the steps per epoch: pass the run's")
         step = (3 * f_s * dt + 2 * f_s + f_d) / (dt + 1)
     else:
         step = 3 * f_s

@@ -37,6 +37,9 @@ class Check:
 def pick(folder: str | Path, cells: int) -> list[Path]:
     """``cells`` run folders of ``folder`` with a complete result, evenly spaced in name order
     (deterministic, and spread over the grid rather than its first block)."""
+    if not Path(folder).is_dir():
+        raise ValueError(f"{folder} does not exist; give a study's result folder, e.g. "
+                         f"book/results/full-cpu")
     runs = sorted(p.parent for p in Path(folder).glob(f"*/{RESULT_FILE}"))
     runs = [r for r in runs if load_result(r).status == "complete"]
     if not runs:

@@ -31,9 +31,16 @@ from typing import IO, Any, Iterator, Mapping
 
 import numpy as np
 
+from moon.rundir import remove_stale_temporaries, temp_prefix  # noqa: F401  (re-exported)
+
 log = logging.getLogger(__name__)
 
 RESULT_FILE = "result.json"
+FAILED_FILE = "result.failed.json"      # a failure beside a complete result, never over it
+# Version of what a result holds. A result is reused only when its schema is one this code reads
+# (not newer); bump it when the meaning of a stored metric changes. 2: the offline benchmark's
+# near/far/noise groups, the extra detectors and the MOON diagnostics.
+RESULT_SCHEMA = 2
 STATUSES = ("running", "complete", "failed")
 
 
@@ -121,7 +128,7 @@ def _atomic_file(path: str | os.PathLike) -> Iterator[IO[bytes]]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = tempfile.NamedTemporaryFile(mode="wb", delete=False, dir=path.parent,
-                                      prefix=f".{path.name}.", suffix=".tmp")
+                                      prefix=temp_prefix(path.name), suffix=".tmp")
     try:
         with tmp:
             yield tmp
@@ -134,17 +141,6 @@ def _atomic_file(path: str | os.PathLike) -> Iterator[IO[bytes]]:
             os.unlink(tmp.name)
         raise
     _fsync_dir(path.parent)
-
-
-def remove_stale_temporaries(folder: str | os.PathLike) -> int:
-    """Delete the temporary files an interrupted atomic write left in ``folder`` (a process killed
-    with SIGKILL cannot clean up after itself); returns how many were removed."""
-    folder = Path(folder)
-    stale = list(folder.glob(".*.tmp")) if folder.is_dir() else []
-    for path in stale:
-        with contextlib.suppress(OSError):
-            path.unlink()
-    return len(stale)
 
 
 def _umask() -> int:
@@ -282,7 +278,7 @@ def provenance(device: str) -> dict:
                 "sklearn": _version("scikit-learn", "sklearn"),
                 "moon": getattr(moon, "__version__", None) or _version("moon", "moon"),
                 "cuda": torch.version.cuda}
-    return {"git_sha": sha.strip() if sha else None,
+    return {"schema": RESULT_SCHEMA, "git_sha": sha.strip() if sha else None,
             "git_dirty": None if status is None else bool(status.strip()),
             "versions": versions, "device": str(device), "num_threads": torch.get_num_threads(),
             "hostname": socket.gethostname(), "platform": platform.platform()}

@@ -35,17 +35,37 @@ def drop_fraction(step: int, total_steps: int, initial: float, stop_fraction: fl
     return 0.5 * initial * (1.0 + math.cos(math.pi * step / stop))
 
 
-def released_drop_fraction(step: int, epochs: int, initial: float, stop_fraction: float) -> float:
+# The released code's topology schedule (reference section 4.5): an update on every 80th of 391
+# iterations of an epoch, for the first 70% of the epochs, with a drop-rate cosine of T_max = 70.
+RELEASED_INTERVAL, RELEASED_STEPS_PER_EPOCH = 80, 391
+RELEASED_UPDATE_END = 0.7
+RELEASED_T_MAX = 70
+
+
+def default_update_interval(steps_per_epoch: int) -> int:
+    """The released update frequency scaled to this run: ``round(N * 80 / 391)`` steps for ``N``
+    steps per epoch (about 5 updates an epoch), at least 1, so no schedule gets only a handful."""
+    return max(1, round(steps_per_epoch * RELEASED_INTERVAL / RELEASED_STEPS_PER_EPOCH))
+
+
+def is_released_update_step(step: int, steps_per_epoch: int, epochs: int, interval: int) -> bool:
+    """The released positions (``as_released``): the 1-based iteration within the epoch is a
+    multiple of ``interval``, in the first ``round(0.7 * epochs)`` epochs (``(epoch - 1) <
+    end_when``; reference section 4.5)."""
+    epoch, i = divmod(step, steps_per_epoch)
+    return (i + 1) % interval == 0 and epoch < round(RELEASED_UPDATE_END * epochs)
+
+
+def released_drop_fraction(step: int, initial: float) -> float:
     """The released code's drop fraction (``as_released``; reference section 4.5 and bug 2 of 9).
 
-    Its cosine has ``T_max = end_when``, the number of *epochs* with updates (70 of 100), but is
-    stepped once per *iteration*, so it reaches ``T_max - 1`` within the first epoch and then stays
-    frozen: every update uses ``initial / 2 * (1 + cos(pi * (T_max - 1) / T_max))`` (1.51e-4 for
-    0.3 and 70), which makes the released "dynamic" sparse training almost static.
+    Its cosine has ``T_max = end_when = 70``, meant as epochs but stepped once per *iteration*, so
+    at any run length it reaches ``T_max - 1`` within the first 70 iterations and then stays
+    frozen: every later update uses ``initial / 2 * (1 + cos(69 pi / 70))`` (1.5104e-4 for 0.3),
+    which makes the released "dynamic" sparse training almost static.
     """
-    t_max = max(1, round(stop_fraction * epochs))
-    k = min(step, t_max - 1)
-    return 0.5 * initial * (1.0 + math.cos(math.pi * k / t_max))
+    k = min(step, RELEASED_T_MAX - 1)
+    return 0.5 * initial * (1.0 + math.cos(math.pi * k / RELEASED_T_MAX))
 
 
 def learning_rate(step: int, steps_per_epoch: int, epochs: int, average_epochs: int,

@@ -30,7 +30,9 @@ from typing import Any
 
 import yaml
 
-from moon.config import RunConfig, field_names, from_params
+from moon.config import RunConfig, differing_fields, field_names, from_params
+from moon.errors import FolderInUse, FolderLocked
+from moon.rundir import StudyLock
 
 log = logging.getLogger(__name__)
 STUDIES = Path(__file__).resolve().parent.parent / "studies"
@@ -52,6 +54,8 @@ class Study:
     variants: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     presets: dict[str, dict[str, list[Any]]] = field(default_factory=dict)
     description: str = ""
+    order_by: list[str] = field(default_factory=list)   # axes that order the cells (stable)
+    endpoints: dict[str, Any] = field(default_factory=dict)   # declared comparisons (statistics)
 
     def cells(self, preset: str | None = None, only: dict[str, list[Any]] | None = None,
               **overrides: Any) -> list[Cell]:
@@ -70,7 +74,29 @@ class Study:
                 if name not in seen:
                     seen.add(name)
                     out.append(Cell(name, axes, self._config(axes, preset, overrides)))
+        for axis in reversed(self.order_by):
+            out.sort(key=lambda c: (axis not in c.axes, c.axes.get(axis, 0)))
         return out
+
+    def axes(self) -> set[str]:
+        """Every axis some block of the grid varies."""
+        return {axis for block in self.grid for axis in block}
+
+    def check_only(self, only: dict[str, list[Any]] | None, preset: str | None = None) -> None:
+        """Refuse an ``only`` restriction that names an axis the grid lacks or keeps no cell, so a
+        typo never runs (or reports) silently nothing or everything."""
+        if not only:
+            return
+        bad = sorted(set(only) - self.axes())
+        if bad:
+            raise ValueError(f"--only {bad[0]}=...: {bad[0]!r} is not an axis of study "
+                             f"{self.name}; its axes are {', '.join(sorted(self.axes()))}")
+        if not self.cells(preset, only):
+            values = {axis: sorted({v for b in self.grid for v in b.get(axis, [])}, key=str)
+                      for axis in only}
+            raise ValueError(f"--only {only} matches no cell of study {self.name}"
+                             + (f" (preset {preset})" if preset else "") + "; the axes' values: "
+                             + "; ".join(f"{a}: {', '.join(map(str, v))}" for a, v in values.items()))
 
     @staticmethod
     def _restricted(block: dict[str, list[Any]], keep: dict[str, list[Any]]):
@@ -101,13 +127,25 @@ def load_study(name_or_path: str | Path) -> Study:
     raw = yaml.safe_load(path.read_text())
     study = Study(name=raw.get("name", path.stem), base=raw.get("base", {}), grid=raw["grid"],
                   variants=raw.get("variants", {}), presets=raw.get("presets", {}) or {},
-                  description=raw.get("description", ""))
+                  description=raw.get("description", ""), order_by=raw.get("order_by", []) or [],
+                  endpoints=raw.get("endpoints", {}) or {})
     valid = set(field_names()) | set(study.variants)
     for block in study.grid:
         bad = sorted(set(block) - valid)
         if bad:
             raise ValueError(f"study {study.name}: unknown axis {bad}; axes are RunConfig fields "
                              f"or variant groups ({', '.join(sorted(study.variants))})")
+        for axis in set(block) & set(study.variants):
+            undefined = [v for v in block[axis] if v not in study.variants[axis]]
+            if undefined:
+                raise ValueError(f"study {study.name}: {axis} value(s) {undefined} are not defined "
+                                 f"under variants.{axis} (defined: "
+                                 f"{', '.join(map(str, study.variants[axis]))})")
+    for preset, keep in study.presets.items():
+        bad = sorted(set(keep) - study.axes())
+        if bad:
+            raise ValueError(f"study {study.name}: preset {preset!r} restricts unknown axis {bad}; "
+                             f"the grid's axes are {', '.join(sorted(study.axes()))}")
     return study
 
 
@@ -121,7 +159,7 @@ def run_study(study: Study | str, out_dir: str | Path, preset: str | None = None
               workers: int = 1, engine: str = "local", via: str = "notebook",
               only: dict[str, list[Any]] | None = None, progress: bool | None = None,
               **overrides: Any) -> dict[str, str]:
-    """Run every cell not yet complete; returns ``{cell: status}``.
+    """Run every cell not yet complete; returns ``{cell: status}`` (complete | failed | busy).
 
     ``via="notebook"`` executes ``notebooks/ood_eval.ipynb`` through papermill for a cell and keeps
     the executed notebook beside its ``result.json``; ``via="run"`` calls ``moon.run`` directly.
@@ -130,43 +168,118 @@ def run_study(study: Study | str, out_dir: str | Path, preset: str | None = None
     task (one GPU per task where the cluster has GPUs) to the cluster at ``RAY_ADDRESS``, or to a
     local Ray instance. A failed cell is recorded in its result file and reported; the others go
     on. Finished cells are skipped, so a killed study continues where it stopped.
+
+    Before any compute: a cell folder holding a complete result of another configuration stops
+    the whole study (:class:`~moon.errors.FolderInUse`; ``overwrite=True`` replaces them), and so
+    does a live study of other settings writing into ``out_dir`` (:class:`~moon.errors.FolderLocked`).
+    Two studies of the same settings share the cells: a cell another process is running is
+    reported ``busy`` and left to it. A cell whose ``result.json`` is unreadable is ``failed``.
     """
     from tqdm import tqdm
 
     if engine not in ENGINES or via not in VIA:
         raise ValueError(f"engine={engine!r}, via={via!r}: choose engine from {ENGINES}, via from {VIA}")
+    if workers < 1:
+        raise ValueError(f"workers={workers}: use at least 1 worker process")
     study = load_study(study) if not isinstance(study, Study) else study
+    study.check_only(only, preset)
     cells = study.cells(preset, only, **overrides)
-    jobs = [(cell.config.replace(resume=True), str(Path(out_dir) / cell.name)) for cell in cells]
-    bar = tqdm(total=len(jobs), desc=f"study {study.name}", unit="cell", disable=progress is False)
-    execute = _execute_ray if engine == "ray" else _execute_local
-    statuses: dict[str, str] = {}
-    for cell, (status, error) in zip(cells, execute(jobs, workers, via, bar)):
-        statuses[cell.name] = status
-        if status != "complete":
-            log.error("cell %s failed: %s", cell.name, error)
-    bar.close()
-    return statuses
+    signature = _signature(study, preset, only, overrides)
+    with StudyLock(out_dir, signature):
+        jobs, statuses = _plan(cells, Path(out_dir))
+        bar = tqdm(total=len(cells), desc=f"study {study.name}", unit="cell",
+                   disable=progress is False, initial=len(statuses))
+        execute = _execute_ray if engine == "ray" else _execute_local
+        todo = [c for c in cells if c.name not in statuses]
+        for cell, (status, error) in zip(todo, execute(jobs, workers, via, bar)):
+            statuses[cell.name] = status
+            if status == "failed":
+                log.error("cell %s failed: %s", cell.name, error)
+            elif status == "busy":
+                log.warning("cell %s is being run by another process: %s", cell.name, error)
+        bar.close()
+    return {c.name: statuses[c.name] for c in cells}
+
+
+def _plan(cells: list[Cell], out: Path) -> tuple[list, dict[str, str]]:
+    """The jobs to run, and the statuses of the cells that need none (complete, unreadable);
+    refuses, before anything runs, to write over complete results of another configuration."""
+    from moon.errors import CorruptFile
+    from moon.rundir import inspect_folder
+
+    jobs, statuses, refused = [], {}, []
+    for cell in cells:
+        folder = out / cell.name
+        cfg = cell.config.replace(resume=True)
+        try:
+            state = inspect_folder(folder, cfg.to_dict(), resume=True)
+        except CorruptFile as err:
+            log.error("cell %s failed: %s", cell.name, err)
+            statuses[cell.name] = "failed"
+            continue
+        if state.kind == "reusable":
+            statuses[cell.name] = "complete"
+            continue
+        if state.kind == "other" and not cfg.overwrite:
+            refused.append(f"{cell.name} ({state.detail})")
+        jobs.append((cfg, str(folder)))
+    if refused:
+        raise FolderInUse(
+            f"{len(refused)} cell folder(s) in {out} hold complete results of another "
+            f"configuration, e.g. {refused[0]}; nothing was run. Write this study to another "
+            f"folder (--out DIR), or pass overwrite=true to replace them")
+    return jobs, statuses
+
+
+def _signature(study: Study, preset, only, overrides) -> str:
+    """A short hash of what a study run produces: same signature, same cells and configurations."""
+    import hashlib
+    import json
+
+    key = json.dumps([study.name, study.base, study.grid, study.variants, preset, only,
+                      sorted(overrides.items())], sort_keys=True, default=str)
+    return hashlib.sha256(key.encode()).hexdigest()[:12]
 
 
 def _run_cell(job: tuple[RunConfig, str], threads: int | None = None,
               via: str = "run") -> tuple[str, str | None]:
-    """One cell in this process (or, for notebooks, in a kernel it starts); failures are
-    recorded, not raised."""
+    """One cell in this process (or, for notebooks, in a kernel it starts), under the cell
+    folder's lock; failures are recorded, not raised. A cell locked by another process is
+    ``busy``."""
     import os
 
     import torch
 
     import moon
+    from moon.errors import MoonError
+    from moon.rundir import TOKEN_ENV, FolderLock
 
     if threads:
         torch.set_num_threads(threads)
         os.environ["OMP_NUM_THREADS"] = str(threads)   # the notebook kernel inherits it
     cfg, out = job
-    if via == "notebook":
-        return _run_notebook(cfg, Path(out))
-    result = moon.run(cfg, out, raise_on_failure=False, progress=False)
-    return result.status, result.error
+    lock = FolderLock(out, shared_token="")
+    try:
+        lock.acquire()
+    except FolderLocked as err:
+        return "busy", str(err)
+    except MoonError as err:
+        return "failed", str(err)
+    previous = os.environ.get(TOKEN_ENV)
+    os.environ[TOKEN_ENV] = lock.token        # the run (or its kernel) works under this lock
+    try:
+        if via == "notebook":
+            return _run_notebook(cfg, Path(out))
+        result = moon.run(cfg, out, raise_on_failure=False, progress=False)
+        return result.status, result.error
+    except MoonError as err:
+        return "failed", str(err)
+    finally:
+        if previous is None:
+            os.environ.pop(TOKEN_ENV, None)
+        else:
+            os.environ[TOKEN_ENV] = previous
+        lock.release()
 
 
 def _run_notebook(cfg: RunConfig, out: Path) -> tuple[str, str | None]:
@@ -176,7 +289,7 @@ def _run_notebook(cfg: RunConfig, out: Path) -> tuple[str, str | None]:
 
     import papermill as pm
 
-    from moon.results import load_result
+    from moon.results import FAILED_FILE, RESULT_FILE, load_result
 
     final = out / NOTEBOOK
     if final.exists() and _finished(out, cfg):
@@ -191,7 +304,8 @@ def _run_notebook(cfg: RunConfig, out: Path) -> tuple[str, str | None]:
         os.replace(partial, out / "ood_eval.failed.ipynb")
         return "failed", f"{err.ename}: {err.evalue}"
     os.replace(partial, final)
-    result = load_result(out)
+    failed = out / FAILED_FILE
+    result = load_result(failed if failed.exists() and not (out / RESULT_FILE).exists() else out)
     return result.status, result.error
 
 
@@ -277,9 +391,11 @@ def collect(study: Study | str, out_dir: str | Path, preset: str | None = None,
         path = Path(out_dir) / cell.name / RESULT_FILE
         if not path.exists():
             continue
-        result = load_result(path)
-        same = {k: v for k, v in result.config.items() if k != "resume"} == \
-            {k: v for k, v in cell.config.to_dict().items() if k != "resume"}
-        if result.status == "complete" and same:
+        try:
+            result = load_result(path)
+        except ValueError as err:          # an unreadable file: reported, never a crash
+            log.error("skipping %s: %s", path, err)
+            continue
+        if result.status == "complete" and not differing_fields(result.config, cell.config.to_dict()):
             results.append(result)
     return results

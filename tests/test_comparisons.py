@@ -113,7 +113,7 @@ def hand_interval(diffs) -> tuple[float, float, float]:
 def test_paired_moon_frame_matches_hand_t_intervals(frame):
     long = paired_moon_frame(frame, metrics=tuple(MOON_DIFF))
     assert list(long.columns) == ["method", "density", "metric", "mean_diff", "low", "high",
-                                  "excludes_zero", "n"]
+                                  "excludes_zero", "n", "p_value", "sd", "mde"]
     assert len(long) == len(CELLS) * len(MOON_DIFF)
     for _, row in long.iterrows():
         mean, low, high = hand_interval(MOON_DIFF[row["metric"]])
@@ -243,7 +243,7 @@ def test_posthoc_table_has_a_column_per_present_detector(frame):
 def test_posthoc_gain_pairs_by_run_and_gives_the_interaction(frame):
     long = posthoc_gain_frame(frame)
     assert list(long.columns) == ["method", "density", "moon", "kind", "mean_diff", "low", "high",
-                                  "excludes_zero", "n"]
+                                  "excludes_zero", "n", "p_value", "sd", "mde"]
     assert len(long) == len(CELLS) * 3 * 2
     for _, row in long.iterrows():
         factor = 1 if row["kind"] == "near" else 2

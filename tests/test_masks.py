@@ -218,12 +218,28 @@ def test_learning_rate_cosine_then_constant_in_averaging_window():
 
 
 # --- as_released quirks ----------------------------------------------------------------------------
-def test_released_drop_fraction_freezes_after_t_max_steps():
-    """Reference 4.5: T_max = 70 (epochs) read as steps; every update uses 1.5104e-4."""
-    frozen = schedules.released_drop_fraction(80, 100, 0.3, 0.7)
-    assert frozen == pytest.approx(1.5104e-4, rel=1e-3)
-    assert schedules.released_drop_fraction(27_000, 100, 0.3, 0.7) == frozen
-    assert schedules.drop_fraction(80, 39_100, 0.3, 0.7) == pytest.approx(0.3, rel=1e-3)
+@pytest.mark.parametrize("epochs", [10, 100])
+def test_released_drop_fraction_is_frozen_at_every_update_whatever_the_length(epochs):
+    """Reference 4.5: T_max = 70 (end_when, meant as epochs) read as *steps* at any run length,
+    so every update of the released positions uses 1.5104e-4 (it was 0.0114 at 10 epochs when
+    T_max followed the epoch count)."""
+    n = 430                                             # steps per epoch: 55,000 images, batch 128
+    interval = schedules.default_update_interval(n)
+    updates = [s for s in range(epochs * n)
+               if schedules.is_released_update_step(s, n, epochs, interval)]
+    assert len(updates) == round(0.7 * epochs) * (n // interval)
+    assert updates[-1] < round(0.7 * epochs) * n        # frozen after 70% of the epochs
+    rates = {schedules.released_drop_fraction(s, 0.3) for s in updates}
+    assert len(rates) == 1 and rates.pop() == pytest.approx(1.5104e-4, rel=1e-3)
+    assert schedules.drop_fraction(updates[0], epochs * n, 0.3, 0.7) > 0.29   # ours decays from 0.3
+
+
+def test_default_update_interval_follows_the_steps_per_epoch():
+    """80 of 391 steps in the released code: about 5 updates an epoch at any training-set size."""
+    assert schedules.default_update_interval(391) == 80
+    assert schedules.default_update_interval(430) == 88
+    assert schedules.default_update_interval(118) == 24
+    assert schedules.default_update_interval(3) == 1
 
 
 def test_released_init_is_bernoulli_and_counts_are_not_exact():

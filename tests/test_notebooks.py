@@ -38,3 +38,53 @@ def test_templates_carry_no_outputs(path):
     assert all(not c.get("outputs") and not c.get("execution_count")
                for c in cells if c["cell_type"] == "code")
     assert cells[0]["cell_type"] == "markdown"
+
+
+def test_committed_templates_are_what_the_generator_writes(tmp_path, monkeypatch):
+    """notebooks/*.ipynb and scripts/make_notebooks.py cannot drift apart."""
+    import importlib.util
+
+    import nbformat
+
+    spec = importlib.util.spec_from_file_location(
+        "make_notebooks", Path(__file__).parent.parent / "scripts" / "make_notebooks.py")
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    assert sorted(gen.TEMPLATES) == sorted(p.stem for p in TEMPLATES)
+    for path in TEMPLATES:
+        committed = nbformat.read(path, as_version=4)
+        assert committed == gen.TEMPLATES[path.stem], f"{path.name}: run scripts/make_notebooks.py"
+
+
+def test_unknown_parameters_are_refused_with_close_matches():
+    from moon.notebook import check_parameters
+
+    check_parameters({"density": 0.1, "preset": None, "json": json, "In": []})
+    with pytest.raises(ValueError, match=r"'densty' \(did you mean density\?\)"):
+        check_parameters({"densty": 0.1, "density": 0.05})
+    with pytest.raises(ValueError, match="'lr'"):
+        check_parameters({"lr": 0.1, "seed": 0}, ["seed", "density", "alpha_final"])
+
+
+@pytest.mark.slow
+def test_papermill_misspelt_parameter_fails_in_the_first_cell(tmp_path):
+    template = Path(__file__).parent.parent / "notebooks" / "ood_eval.ipynb"
+    with pytest.raises(pm.PapermillExecutionError, match="densty"):
+        pm.execute_notebook(str(template), str(tmp_path / "out.ipynb"), kernel_name="python3",
+                            parameters={"densty": 0.1, "preset": "smoke"}, progress_bar=False,
+                            cwd=str(tmp_path))
+    assert not (tmp_path / "runs").exists()        # nothing ran
+
+
+@pytest.mark.slow
+def test_readme_examples_write_two_folders(fake_data, tmp_path):
+    """`-p density 0.05` then `-p density 0.02 -p method set`: each its own folder, both complete."""
+    template = Path(__file__).parent.parent / "notebooks" / "ood_eval.ipynb"
+    small = {"preset": "smoke", "model": "mlp", "detectors": "msp", "max_train_samples": 100,
+             "fit_samples": 100, "epochs": 1}
+    for params in ({"density": 0.05}, {"density": 0.02, "method": "set"}):
+        pm.execute_notebook(str(template), str(tmp_path / "out.ipynb"), kernel_name="python3",
+                            parameters={**small, **params}, progress_bar=False, cwd=str(tmp_path))
+    results = sorted((tmp_path / "runs" / "ood_eval").glob("*/result.json"))
+    assert len(results) == 2
+    assert {json.loads(p.read_text())["status"] for p in results} == {"complete"}

@@ -163,7 +163,7 @@ def test_sigkilled_study_leaves_no_worker_behind(fake_data, tmp_path):
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     parent = psutil.Process(proc.pid)
     deadline = time.time() + 120
-    while not list(out.glob("*")) and time.time() < deadline:   # a worker has started a cell
+    while not list(out.glob("seed=*")) and time.time() < deadline:   # a worker has started a cell
         time.sleep(0.05)
     workers = parent.children(recursive=True)
     assert workers, "the study started no worker processes"

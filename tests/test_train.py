@@ -12,6 +12,7 @@ from moon.results import load_result
 from moon.train import CHECKPOINT, Trainer, TrainingDiverged
 import moon
 import moon.train
+from moon.errors import FolderInUse
 
 FAST = dict(epochs=3, batch_size=128, lr=0.05, lr_final=0.005, update_interval=2,
             eval_batch_size=512, device="cpu", detectors="msp")
@@ -90,8 +91,9 @@ def test_resume_reuses_a_finished_run_and_rejects_another_config(tiny_fashion, t
     assert again.provenance["started"] == first.provenance["started"]
     other = cfg.replace(density=0.3, resume=True)
     (tmp_path / "result.json").unlink()
-    with pytest.raises(ValueError, match="density"):
+    with pytest.raises(FolderInUse, match="density"):      # refused before any compute
         moon.run(other, tmp_path, progress=False)
+    assert not (tmp_path / "result.json").exists()
 
 
 def test_checkpoint_loads_strictly(tiny_fashion, tmp_path):
@@ -165,3 +167,60 @@ def test_load_model_round_trip_is_strict(tiny_fashion, tmp_path):
     torch.save(state, tmp_path / MODEL_FILE)
     with pytest.raises(RuntimeError, match="head.weight"):
         load_model(tmp_path)
+
+
+def test_the_evaluated_model_is_the_averaged_one(tiny_fashion, tmp_path, monkeypatch):
+    """Evaluation (and model.pt) see the weight average, not the last trained weights."""
+    seen = {}
+    real_evaluate, real_final = moon.runner.evaluate, Trainer.final_model
+
+    def spy_evaluate(model, *args, **kwargs):
+        seen["evaluated"] = {k: v.clone() for k, v in model.state_dict().items()}
+        return real_evaluate(model, *args, **kwargs)
+
+    def spy_final(self):
+        seen["trained"] = {k: v.clone() for k, v in self.model.state_dict().items()}
+        return real_final(self)
+
+    monkeypatch.setattr(moon.runner, "evaluate", spy_evaluate)
+    monkeypatch.setattr(Trainer, "final_model", spy_final)
+    cfg = cfg_of(model="mlp", method="static", density=0.2, epochs=3, averaging=True,
+                 average_epochs=2, unknown_class=False)
+    moon.run(cfg, tmp_path, progress=False)
+    weights = [k for k in seen["trained"] if k.endswith("weight")]
+    assert any(not torch.equal(seen["evaluated"][k], seen["trained"][k]) for k in weights)
+    saved = torch.load(tmp_path / "model.pt", weights_only=True)["model"]
+    assert all(torch.equal(saved[k], seen["evaluated"][k]) for k in weights)
+
+
+def test_update_steps_take_no_optimizer_step(tiny_fashion, monkeypatch):
+    """On a topology-update step the batch's gradient only drives growth (reference 4.9)."""
+    cfg = cfg_of(model="mlp", method="rigl", density=0.1, epochs=2, update_interval=3,
+                 update_end=1.0, averaging=False)
+    trainer = Trainer(cfg, tiny_fashion, torch.device("cpu"), progress=False)
+    calls = {"opt": 0, "update": 0}
+    real_step, real_update = trainer.optimizer.step, trainer.masking.update
+
+    def count_step(*a, **k):
+        calls["opt"] += 1
+        return real_step(*a, **k)
+
+    def count_update(*a, **k):
+        calls["update"] += 1
+        return real_update(*a, **k)
+
+    monkeypatch.setattr(trainer.optimizer, "step", count_step)
+    monkeypatch.setattr(trainer.masking, "update", count_update)
+    trainer.fit()
+    assert calls["update"] == trainer.topology_updates > 0
+    assert calls["opt"] + calls["update"] == trainer.total_steps
+    assert trainer.history[-1]["topology_updates"] == trainer.topology_updates
+    row = trainer.history[-1]                       # the regime, epoch by epoch
+    assert row["val_temperature"] > 0 and 0 <= row["val_ece"] <= 1 and row["val_nll"] > 0
+
+
+def test_paper_preset_is_the_papers_schedule():
+    from moon.config import from_params
+    cfg = from_params({"method": "rigl", "density": 0.05}, "paper")
+    assert (cfg.epochs, cfg.warmup, cfg.averaged_epochs, cfg.max_train_samples) == (100, 5, 20, 0)
+    assert cfg.update_stop == 0.7 and cfg.update_interval is None

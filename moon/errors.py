@@ -1,0 +1,29 @@
+"""Errors a person can act on.
+
+A :class:`MoonError` carries a message that names what was wrong, where, and what to do about it;
+the command line prints that message alone on one line and exits with status 2 (``--debug`` shows
+the traceback). Anything else that escapes is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class MoonError(Exception):
+    """An error whose message says what to do; no traceback is needed to act on it."""
+
+
+class FolderInUse(MoonError):
+    """The output folder holds a complete result of another configuration (or of a newer code
+    version); writing there would lose it."""
+
+
+class FolderLocked(MoonError):
+    """Another live process is writing the output folder."""
+
+
+class CorruptFile(MoonError):
+    """A result, checkpoint or model file exists but cannot be read."""
+
+
+class NotWritable(MoonError):
+    """The output folder cannot be created or written."""

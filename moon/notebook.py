@@ -1,0 +1,40 @@
+"""Helpers for the papermill templates in ``notebooks/``.
+
+papermill injects every ``-p NAME VALUE`` as an assignment after the ``parameters`` cell, whether or
+not the template declares ``NAME``; a misspelt name (``-p densty 0.1``) would run the defaults and
+exit 0. :func:`check_parameters`, the first statement after the parameters, refuses such names.
+"""
+
+from __future__ import annotations
+
+import difflib
+import types
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from moon.config import field_names
+
+NOTEBOOK_FIELDS = ("preset", "out_dir")
+# Names an IPython kernel defines in every namespace.
+_KERNEL_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "open"}
+
+
+def check_parameters(namespace: Mapping[str, Any], allowed: Iterable[str] | None = None,
+                     extra: Iterable[str] = ()) -> None:
+    """Raise ``ValueError`` naming every public name in ``namespace`` (a notebook's ``globals()``)
+    that is not a declared parameter, with the close matches.
+
+    ``allowed``: the template's parameter names (default: every RunConfig field), plus ``preset``,
+    ``out_dir`` and ``extra``. Modules, functions and classes are not parameters and are skipped.
+    """
+    names = set(field_names() if allowed is None else allowed) | set(NOTEBOOK_FIELDS) | set(extra)
+    unknown = sorted(k for k, v in namespace.items()
+                     if not k.startswith("_") and k not in names and k not in _KERNEL_NAMES
+                     and not isinstance(v, (types.ModuleType, types.FunctionType, type)))
+    if unknown:
+        hints = []
+        for name in unknown:
+            close = difflib.get_close_matches(name, sorted(names), n=3)
+            hints.append(f"{name!r}" + (f" (did you mean {' or '.join(close)}?)" if close else ""))
+        raise ValueError(f"unknown notebook parameter(s) {', '.join(hints)}; this notebook's "
+                         f"parameters are: {', '.join(sorted(names))}")

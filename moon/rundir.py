@@ -1,0 +1,332 @@
+"""Run folders that protect what they hold (design.md, section 8).
+
+* :class:`FolderLock`: an ``fcntl`` lock on ``<folder>/.moon.lock``, held for a run's life. A second
+  writer fails at once with :class:`~moon.errors.FolderLocked`, naming the holder's PID. A study
+  worker that locks a cell for a notebook kernel (another process) hands it the lock's token through
+  ``$MOON_LOCK_TOKEN``, so the kernel's run proceeds under its parent's lock.
+* :func:`inspect_folder`: what a folder holds (nothing, a complete result of this configuration,
+  of another one, a corrupt file), so a run decides *before any compute* whether it may write there.
+  A folder holding a complete result of another configuration is never written unless the user asks
+  for ``overwrite``.
+* :func:`remove_stale_temporaries`: only the temporaries of dead processes are removed (the writer's
+  PID is in every temporary file's name).
+* :func:`load_checkpoint`: ``torch.load(weights_only=True)`` whose failure is one actionable line.
+
+Why hand-written: the ``filelock`` package offers locks but neither the holder's PID nor a hand-over
+to a child process; ``fcntl.flock`` is released by the kernel when its holder dies, even by SIGKILL,
+so a stale lock can never block a folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+import secrets
+import shutil
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from moon.errors import CorruptFile, FolderInUse, FolderLocked, NotWritable
+
+try:                                     # POSIX; elsewhere folders are not locked
+    import fcntl
+except ImportError:                      # pragma: no cover
+    fcntl = None
+
+log = logging.getLogger(__name__)
+
+LOCK_FILE = ".moon.lock"
+TOKEN_ENV = "MOON_LOCK_TOKEN"
+# The files a run writes: what ``overwrite`` removes before it starts.
+RUN_FILES = ("result.json", "result.failed.json", "model.pt", "checkpoint.pt")
+_TEMP_PID = re.compile(r"^\..+\.pid(\d+)\..*\.tmp$")
+
+
+# --------------------------------------------------------------------------------------------------
+# Locks
+# --------------------------------------------------------------------------------------------------
+class FolderLock:
+    """Exclusive lock on one folder for as long as the ``with`` block (or until :meth:`release`).
+
+    ``shared_token``: when the lock is held by a process that handed this token down (the study
+    worker that started this notebook kernel), proceed without locking again.
+    """
+
+    def __init__(self, folder: str | os.PathLike, shared_token: str | None = None):
+        self.folder = Path(folder)
+        self.path = self.folder / LOCK_FILE
+        self.token = secrets.token_hex(8)
+        self.shared_token = shared_token if shared_token is not None else os.environ.get(TOKEN_ENV)
+        self._fd: int | None = None
+        self.inherited = False
+
+    def acquire(self) -> "FolderLock":
+        ensure_writable(self.folder)
+        if fcntl is None:
+            return self
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _read_holder(fd)
+            os.close(fd)
+            if self.shared_token and holder.get("token") == self.shared_token:
+                self.inherited = True       # our parent holds it for us
+                return self
+            raise FolderLocked(
+                f"{self.folder} is being written by another process (PID {holder.get('pid', '?')}"
+                f" on {holder.get('host', '?')}, since {holder.get('since', '?')}); wait for it to "
+                f"finish, or write somewhere else (--out DIR / -p out_dir DIR)") from None
+        from moon.results import now_iso
+        os.ftruncate(fd, 0)
+        os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                 "since": now_iso(), "token": self.token}).encode())
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, 0)
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None or self.inherited
+
+    def __enter__(self) -> "FolderLock":
+        return self.acquire()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+
+def _read_holder(fd: int) -> dict:
+    with contextlib.suppress(OSError, ValueError):
+        os.lseek(fd, 0, os.SEEK_SET)
+        return json.loads(os.read(fd, 4096).decode() or "{}")
+    return {}
+
+
+def lock_holder(folder: str | os.PathLike) -> dict | None:
+    """``{"pid", "host", "since"}`` of the live process holding ``folder``'s lock, else None."""
+    path = Path(folder) / LOCK_FILE
+    if fcntl is None or not path.exists():
+        return None
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return _read_holder(fd)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+def ensure_writable(folder: Path) -> None:
+    """Create ``folder`` if needed and check that files can be written in it."""
+    if folder.exists() and not folder.is_dir():
+        raise NotWritable(f"{folder} exists and is not a folder; choose another output folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-probe.pid{os.getpid()}.tmp"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        reason = err.strerror or type(err).__name__
+        raise NotWritable(f"cannot write to {folder} ({reason}); choose a folder you can write "
+                          f"(--out DIR / -p out_dir DIR)") from None
+
+
+class StudyLock:
+    """Marks ``out`` as written by a study of one ``signature`` for the ``with`` block.
+
+    Each study process holds a shared ``fcntl`` lock on ``out/.study-<signature>.lock`` (its PID is
+    appended inside). On entry, a held lock file of another signature means a live study of other
+    settings writes here: :class:`~moon.errors.FolderLocked`, naming its PID(s). Studies of the
+    same signature hold the same file together and split the cells through the cells' own locks.
+    """
+
+    def __init__(self, out: str | os.PathLike, signature: str):
+        self.out, self.signature = Path(out), signature
+        self._fd: int | None = None
+
+    def __enter__(self) -> "SweepLock":
+        ensure_writable(self.out)
+        for other in self.out.glob(".study-*.lock"):
+            if other.name == f".study-{self.signature}.lock":
+                continue
+            pids = _live_holders(other)
+            if pids:
+                raise FolderLocked(
+                    f"{self.out} is being written by another study with other settings (PID "
+                    f"{', '.join(pids)}); wait for it to finish, or write this one to another "
+                    f"folder (--out DIR)")
+        path = self.out / f".study-{self.signature}.lock"
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o666)
+        fcntl.flock(self._fd, fcntl.LOCK_SH)
+        os.write(self._fd, f"{os.getpid()}\n".encode())
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._fd is not None:
+            os.close(self._fd)             # closing releases the lock
+            self._fd = None
+
+
+def _live_holders(path: Path) -> list[str]:
+    """PIDs written in a study lock file that someone still holds, or [] when nobody does."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pids = path.read_text().split()
+            return [p for p in dict.fromkeys(pids) if p.isdigit() and pid_alive(int(p))] or ["?"]
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return []
+    finally:
+        os.close(fd)
+
+
+# --------------------------------------------------------------------------------------------------
+# What a folder holds
+# --------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class FolderState:
+    """``kind``: empty | reusable | same (same configuration, not reusable) | other | partial."""
+    kind: str
+    detail: str = ""
+    result: Any = None
+
+
+def inspect_folder(folder: str | os.PathLike, config: dict, resume: bool) -> FolderState:
+    """What ``folder`` holds for a run of ``config`` (a RunConfig dict).
+
+    Raises :class:`CorruptFile` when ``result.json`` cannot be read, since neither reusing nor
+    replacing it is safe to decide silently.
+    """
+    from moon.config import differing_fields
+    from moon.results import RESULT_FILE, RESULT_SCHEMA, load_result
+
+    folder = Path(folder)
+    path = folder / RESULT_FILE
+    if not path.exists():
+        return FolderState("partial" if (folder / "checkpoint.pt").exists() else "empty")
+    try:
+        done = load_result(path)
+    except (ValueError, OSError) as err:
+        raise CorruptFile(f"{err}; delete it to run this cell again, or pass overwrite=true "
+                          f"to replace the folder's contents") from None
+    if done.status != "complete":
+        return FolderState("partial", f"a {done.status} result", done)
+    schema = done.provenance.get("schema", 1)
+    diff = differing_fields(done.config, config)
+    if diff:
+        return FolderState("other", "fields that differ: " + ", ".join(diff), done)
+    if schema > RESULT_SCHEMA:
+        return FolderState("other", f"written by a newer moon (result schema {schema}, this code "
+                                    f"reads up to {RESULT_SCHEMA})", done)
+    model = folder / "model.pt"
+    if model.exists():
+        try:
+            load_checkpoint(model)
+        except CorruptFile as err:
+            return FolderState("same", str(err), done)
+    return FolderState("reusable" if resume else "same", "", done)
+
+
+def refuse_other(folder: Path, state: FolderState) -> FolderInUse:
+    return FolderInUse(
+        f"{folder} holds a complete result of another configuration ({state.detail}); write this "
+        f"run to another folder (--out DIR / -p out_dir DIR), or pass overwrite=true to replace it")
+
+
+def clear_run_files(folder: Path) -> None:
+    """Remove what a previous run left (for ``overwrite``): its result, model and checkpoint."""
+    for name in RUN_FILES:
+        with contextlib.suppress(FileNotFoundError):
+            (folder / name).unlink()
+
+
+# --------------------------------------------------------------------------------------------------
+# Temporaries and checkpoints
+# --------------------------------------------------------------------------------------------------
+def temp_prefix(name: str) -> str:
+    """Prefix of a temporary file for ``name`` written by this process (its PID is in the name)."""
+    return f".{name}.pid{os.getpid()}."
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:           # exists, owned by someone else
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> int:
+    """Delete the temporaries that dead writers left in ``folder`` (a process killed with SIGKILL
+    cannot clean up after itself); a live process's temporaries are kept. Returns how many went."""
+    folder = Path(folder)
+    removed = 0
+    for path in (folder.glob(".*.tmp") if folder.is_dir() else ()):
+        match = _TEMP_PID.match(path.name)
+        if match and pid_alive(int(match.group(1))):
+            continue
+        with contextlib.suppress(OSError):
+            path.unlink()
+            removed += 1
+    return removed
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
+    """``torch.load(path, weights_only=True)``; an unreadable file raises :class:`CorruptFile` with
+    one line that names it and the fix (never torch's advice to load untrusted pickles)."""
+    import torch
+
+    path = Path(path)
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as err:          # truncated zip, random bytes, foreign pickle, ...
+        size = path.stat().st_size if path.exists() else 0
+        what = "an empty file" if size == 0 else f"not a readable checkpoint ({type(err).__name__})"
+        raise CorruptFile(f"{path} is {what}; delete it to start that run afresh, or pass "
+                          f"overwrite=true") from None
+
+
+def remove_empty_dirs(root: Path, keep: set[Path]) -> None:
+    """Remove folders under (and including) ``root`` that are empty and not in ``keep``."""
+    if not root.is_dir():
+        return
+    for path in sorted((p for p in root.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+        if path not in keep and not any(path.iterdir()):
+            path.rmdir()
+    if root not in keep and not any(root.iterdir()):
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def run_folder_name(cfg: Any, preset: str | None = None) -> str:
+    """A folder name that identifies ``cfg``: the preset, then every field that differs from the
+    preset's value (``preset=smoke,method=set,density=0.02``), or ``default``. Runs of different
+    configurations get different folders, so default output paths never collide."""
+    from moon.config import EXECUTION_FIELDS, from_params
+
+    base = from_params({}, preset=preset).to_dict()
+    parts = [f"preset={preset}"] if preset else []
+    parts += [f"{k}={v}" for k, v in cfg.to_dict().items()
+              if k not in EXECUTION_FIELDS and v != base[k]]
+    return ",".join(parts) or "default"

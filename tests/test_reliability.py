@@ -1,0 +1,176 @@
+"""Bad and unusual inputs, as a table: each gives one clear line and exit status 2, before any
+compute. Adding a case is one line: ``(argv, expected fragment of the message)``.
+
+Placeholders in argv: ``{tmp}`` is the test's folder, ``{file}`` an existing plain file there,
+``{other}`` a folder holding a complete result of another configuration, ``{ckpt_zero}`` /
+``{ckpt_trunc}`` / ``{ckpt_random}`` / ``{ckpt_other}`` folders whose checkpoint is empty, truncated,
+random bytes or another configuration's, ``{corrupt}`` a folder whose result.json is not JSON,
+``{badstudy}`` / ``{badvariant}`` study files with an unknown axis or an undefined variant value.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from moon import __main__ as cli
+from moon.config import RunConfig
+from moon.results import RunResult, save_result
+
+SMOKE = ["--preset", "smoke"]
+CASES = [
+    # --- configuration values ---------------------------------------------------------------------
+    (["run", "density=2"], "density=2.0 is not allowed"),
+    (["run", "method=dense", "density=0.05"], "method=dense needs density=1"),
+    (["run", "method=rigl", "density=1"], "needs density < 1"),
+    (["run", "densty=0.1"], "did you mean density"),
+    (["run", "density=0.1", "density=0.2"], "density is given twice"),
+    (["run", "lr=-1"], "lr=-1.0 is not allowed"),
+    (["run", "lr=abc"], "is not a valid float"),
+    (["run", "lr=nan"], "expected a finite float"),
+    (["run", "lr_final=1"], "lr_final=1.0 is not allowed"),
+    (["run", "epochs=0"], "epochs=0 is not allowed"),
+    (["run", "epochs=1.5"], "is not a valid int"),
+    (["run", "model=vgg"], "choose one of mlp"),
+    (["run", "method=prune"], "choose one of dense"),
+    (["run", "dataset=imagenet"], "dataset='imagenet' is not allowed"),
+    (["run", "sparse_init=random"], "choose one of erk"),
+    (["run", "ood_sets=kmnist2"], "OOD sets for dataset=fashion_mnist"),
+    (["run", "ood_sets=heldout"], "OOD sets for dataset=fashion_mnist"),
+    (["run", "detectors=magic"], "detectors='magic' is not allowed"),
+    (["run", "detectors=unknown", "unknown_class=false"], "needs unknown_class=true"),
+    (["run", "max_eval_samples=1"], "at least 100"),
+    (["run", "max_eval_samples=-5"], "max_eval_samples=-5 is not allowed"),
+    (["run", "knn_k=500", "fit_samples=100"], "at most the 100 training images"),
+    (["run", "knn_k=0"], "knn_k=0 is not allowed"),
+    (["run", "device=tpu"], "auto, cpu, mps, cuda or cuda:N"),
+    (["run", "warmup_epochs=30", "epochs=20"], "warmup_epochs=30 is not allowed"),
+    (["run", "average_epochs=0"], "average_epochs=0 is not allowed"),
+    (["run", "dpnum=1"], "dpnum=1 is not allowed"),
+    (["run", "momentum=1"], "momentum=1.0 is not allowed"),
+    (["run", "update_end=0"], "update_end=0.0 is not allowed"),
+    (["run", "drop_fraction=1"], "drop_fraction=1.0 is not allowed"),
+    (["run", "alpha_final=0"], "alpha_final=0.0 is not allowed"),
+    (["run", "resume=maybe"], "is not a valid bool"),
+    (["run", "seed=-1"], "seed=-1 is not allowed"),
+    (["run", "dice_p=100"], "dice_p=100.0 is not allowed"),
+    (["run", "--preset", "nope"], "preset='nope' is not known"),
+    (["run", "notakeyvalue"], "expected key=value, got 'notakeyvalue'"),
+    # --- output folders -------------------------------------------------------------------------
+    (["run", *SMOKE, "--out", "{file}"], "exists and is not a folder"),
+    (["run", *SMOKE, "--out", "{file}/sub"], "cannot write to"),
+    (["run", *SMOKE, "--out", "/sys/moon-cannot-write"], "cannot write to /sys/moon-cannot-write"),
+    (["run", *SMOKE, "--out", "{other}"], "holds a complete result of another configuration"),
+    (["run", *SMOKE, "--out", "{other}", "resume=true"], "holds a complete result of another"),
+    (["run", *SMOKE, "--out", "{ckpt_other}", "resume=true"], "belongs to another configuration"),
+    (["run", *SMOKE, "--out", "{ckpt_zero}", "resume=true"], "checkpoint.pt is an empty file"),
+    (["run", *SMOKE, "--out", "{ckpt_trunc}", "resume=true"], "is not a readable checkpoint"),
+    (["run", *SMOKE, "--out", "{ckpt_random}", "resume=true"], "is not a readable checkpoint"),
+    (["run", *SMOKE, "--out", "{corrupt}"], "is not valid JSON"),
+    # --- data needed by the run, located before training ----------------------------------------
+    (["run", *SMOKE, "--out", "{tmp}/k", "ood_sets=kmnist"], "dataset 'kmnist' not found"),
+    # --- studies --------------------------------------------------------------------------------
+    (["sweep", "nope"], "no study 'nope'"),
+    (["sweep", "{badstudy}"], "unknown axis ['colour']"),
+    (["sweep", "{badvariant}"], "value(s) ['maybe'] are not defined under variants.moon"),
+    (["sweep", "ablation", "--only", "bogus=1"], "'bogus' is not an axis of study ablation"),
+    (["sweep", "ablation", "--only", "seed=99"], "matches no cell of study ablation"),
+    (["sweep", "ablation", "--only", "seed"], "expected AXIS=V1,V2"),
+    (["sweep", "ablation", "--only", "seed=0", "--only", "seed=1"], "--only seed is given twice"),
+    (["sweep", "ablation", "lr=0.1", "lr=0.2"], "lr is given twice"),
+    (["sweep", "ablation", "--out", "{file}"], "exists and is not a folder"),
+    (["reproduce", "{tmp}/missing"], "does not exist"),
+    (["data", "imagenet"], "unknown dataset 'imagenet'"),
+]
+# argparse's own refusals (exit 2, usage line)
+USAGE_CASES = [
+    (["sweep", "ablation", "--workers", "0"], "0 is below 1"),
+    (["reproduce", "x", "--cells", "0"], "0 is below 1"),
+    (["run", "--epochs", "3"], "unrecognized arguments"),
+]
+
+
+def _other_result(folder, **config) -> None:
+    cfg = RunConfig(**config)
+    save_result(RunResult(config=cfg.to_dict(), status="complete", id={"accuracy": 0.9}), folder)
+
+
+@pytest.fixture
+def places(tmp_path, fake_data):
+    import torch
+
+    (tmp_path / "plain.txt").write_text("a file, not a folder\n")
+    _other_result(tmp_path / "other", lr=0.04)
+    for name, payload in (("ckpt_zero", b""), ("ckpt_random", os.urandom(4096))):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "checkpoint.pt").write_bytes(payload)
+    (tmp_path / "ckpt_other").mkdir()
+    torch.save({"config": RunConfig(lr=0.01).to_dict()}, tmp_path / "ckpt_other" / "checkpoint.pt")
+    (tmp_path / "ckpt_trunc").mkdir()
+    whole = (tmp_path / "ckpt_other" / "checkpoint.pt").read_bytes()
+    (tmp_path / "ckpt_trunc" / "checkpoint.pt").write_bytes(whole[: len(whole) // 2])
+    (tmp_path / "corrupt").mkdir()
+    (tmp_path / "corrupt" / "result.json").write_text('{"config": {')
+    (tmp_path / "bad.yaml").write_text("grid:\n  - {colour: [red]}\n")
+    (tmp_path / "badvariant.yaml").write_text(
+        "variants:\n  moon: {'on': {unknown_class: true}}\ngrid:\n  - {moon: ['on', maybe]}\n")
+    return {"tmp": str(tmp_path), "file": str(tmp_path / "plain.txt"),
+            "other": str(tmp_path / "other"), "corrupt": str(tmp_path / "corrupt"),
+            "badstudy": str(tmp_path / "bad.yaml"), "badvariant": str(tmp_path / "badvariant.yaml"),
+            **{k: str(tmp_path / k) for k in ("ckpt_zero", "ckpt_trunc", "ckpt_random", "ckpt_other")}}
+
+
+@pytest.fixture
+def no_compute(monkeypatch):
+    """Any training or study cell started would fail the test."""
+    from moon import study
+    from moon.train import Trainer
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("compute started for an input that should have been refused")
+
+    monkeypatch.setattr(Trainer, "fit", refuse)
+    monkeypatch.setattr(study, "_run_cell", refuse)
+
+
+@pytest.mark.parametrize("argv, fragment", CASES, ids=[" ".join(a)[:60] for a, _ in CASES])
+def test_bad_input_is_one_clear_line_before_compute(argv, fragment, places, no_compute, capsys):
+    before = {p: p.read_bytes() for p in _files(places["tmp"])}
+    code = cli.main([a.format(**places) for a in argv])
+    err = capsys.readouterr().err.strip()
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 2, err
+    assert len(lines) == 1 and fragment in lines[0], err
+    assert "Traceback" not in err and "weights_only" not in err
+    after = {p: p.read_bytes() for p in _files(places["tmp"]) if p in before}
+    assert after == before, "a refused input changed a file that was there"
+
+
+@pytest.mark.parametrize("argv, fragment", USAGE_CASES, ids=[" ".join(a) for a, _ in USAGE_CASES])
+def test_usage_errors_exit_2(argv, fragment, capsys, no_compute):
+    with pytest.raises(SystemExit) as stop:
+        cli.main(argv)
+    assert stop.value.code == 2 and fragment in capsys.readouterr().err
+
+
+def test_debug_shows_the_traceback(places):
+    with pytest.raises(Exception, match="another configuration"):
+        cli.main(["--debug", "run", *SMOKE, "--out", places["other"]])
+
+
+def _files(root):
+    from pathlib import Path
+
+    return sorted(p for p in Path(root).rglob("*") if p.is_file() and ".moon.lock" not in p.name
+                  and not p.name.startswith(".study-"))
+
+
+def test_every_message_names_the_folder_and_the_way_out(places, capsys, no_compute):
+    cli.main(["run", *SMOKE, "--out", places["other"]])
+    err = capsys.readouterr().err
+    assert places["other"] in err and "lr (0.04 -> 0.05)" in err
+    assert "--out DIR" in err and "overwrite=true" in err
+    kept = json.loads(open(os.path.join(places["other"], "result.json")).read())
+    assert kept["status"] == "complete" and kept["config"]["lr"] == 0.04
