@@ -95,6 +95,7 @@ class UnknownAwareLoss:
         self.alpha_auto = bool(alpha_auto)
         self.ewma_momentum = float(ewma_momentum)
         self.alpha: float | None = None            # None during warm-up
+        self.last_unknown_sum = None               # sum of p(unknown) over the last batch (device)
         self.alpha0: float | None = None           # alpha at epoch alpha_set_epoch
         self.alpha_set_epoch: int | None = None    # e0: the first main-phase epoch
         # EWMA of mean((1 - u) * h) per training call, kept as a 0-d float32 tensor on the batch's
@@ -120,6 +121,8 @@ class UnknownAwareLoss:
         log_p = F.log_softmax(logits, dim=1)
         h = F.nll_loss(log_p, target, reduction="none")            # (B,)
         u = log_p[:, -1].exp()                                     # (B,) softmax(z)[:, K]
+        if update_state:        # the trainer's diagnostic, from what the loss computes anyway
+            self.last_unknown_sum = u.detach().sum()
         warm = epoch <= self.warmup_epochs
         if not warm:
             u = u.clamp(max=U_CLAMP)

@@ -120,11 +120,20 @@ class Masking:
         """One optimizer step that leaves the weights sparse (reference 4.4; CigL A.4)."""
         if self._cigl:
             self._cigl_step(optimizer)
-        else:
-            if self.as_released:
-                self._released_dropconnect()
+            self.apply_(optimizer)
+        elif self.as_released:
+            self._released_dropconnect()
             optimizer.step()
-        self.apply_(optimizer)
+            self.apply_(optimizer)
+        else:
+            # grad <- grad * M before the step instead of W *= M and momentum *= M after it: an
+            # inactive weight (0, zero momentum) then gets a zero update and stays exactly 0, and
+            # active entries see the same elementwise arithmetic, so the result is bit-identical
+            # with one multiply per layer instead of two (the step's fixed cost, bench/train_overhead)
+            for name, p in self.params.items():
+                if p.grad is not None:
+                    p.grad.mul_(self._factors[name])
+            optimizer.step()
 
     def _cigl_step(self, optimizer: torch.optim.Optimizer) -> None:
         """Chain rule ``dL/dtheta = s * D * dL/dW``; restore ``theta``; step; undo the step on

@@ -215,9 +215,8 @@ class Trainer:
         self.scheduler.step()
         hits = (logits.detach()[:, :self.num_known].argmax(1) == y).sum()
         # MOON diagnostic: the batch's summed unknown-class probability (softmax over all K+1),
-        # from the logits of this step, left on the device (no host sync per step)
-        unknown = (torch.softmax(logits.detach().float(), dim=1)[:, -1].sum()
-                   if self.cfg.unknown_class else None)
+        # taken from the loss, which computes it anyway; left on the device (no host sync per step)
+        unknown = self.criterion.last_unknown_sum if self.cfg.unknown_class else None
         return loss, hits, unknown
 
     def _is_update_step(self, step: int) -> bool:
