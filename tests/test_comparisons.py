@@ -389,3 +389,19 @@ def test_dice_sweep_frame_is_empty_for_old_results(frame):
     from moon.compare import dice_sweep_frame
 
     assert dice_sweep_frame(frame).empty
+
+
+def test_primary_endpoints_are_one_holm_family_with_detectable_effects(frame):
+    from moon.endpoints import primary_endpoints
+    from moon.metrics import holm
+
+    endpoints = {"primary": {"contrast": {"axis": "moon"}, "alpha": 0.05,
+                             "cells": {"method": ["rigl", "set"], "density": [0.05, 0.1]},
+                             "metrics": ["id.accuracy", "ood.near.msp.auroc"]}}
+    table = primary_endpoints(frame, endpoints)
+    assert len(table) == 4 * 2 and set(table["method"]) == {"rigl", "set"}
+    assert table["p_holm"].to_numpy() == pytest.approx(holm(table["p_value"].to_numpy()))
+    assert (table["p_holm"] >= table["p_value"]).all()
+    assert (table["mde"] > 0).all() and (table["significant"] == (table["p_holm"] < 0.05)).all()
+    with pytest.raises(ValueError, match="only MOON"):
+        primary_endpoints(frame, {"primary": {"contrast": {"axis": "method"}, "metrics": []}})
