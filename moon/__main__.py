@@ -8,6 +8,9 @@
   ``studies/STUDY.yaml`` not yet complete, written under ``DIR/<cell>/result.json``.
 * ``python -m moon reproduce DIR [--cells N] [--tolerance T]``: train N of the runs in ``DIR``
   again and compare their metrics with the committed ones.
+* ``python -m moon export RUN_DIR [--format csr|dense] [--out PATH]``: write a run's evaluated model
+  with its masked weights in sparse CSR (default ``RUN_DIR/model.csr.pt``) for
+  ``moon.sparse.load_exported``, and print its size beside ``model.pt``'s.
 """
 
 from __future__ import annotations
@@ -107,6 +110,13 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     return 0 if same == len(checks) else 1
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from moon.sparse import export
+
+    print(export(args.run_dir, fmt=args.format, out=args.out).summary())
+    return 0
+
+
 def _positive(text: str) -> int:
     try:
         value = int(text)
@@ -164,6 +174,13 @@ def build_parser() -> argparse.ArgumentParser:
     repro.add_argument("--tolerance", type=float, default=0.0,
                        help="largest absolute metric difference counted as the same (default 0)")
     repro.set_defaults(func=_cmd_reproduce)
+
+    exp = sub.add_parser("export", help="write a run's model with its weights stored sparse")
+    exp.add_argument("run_dir", help="a finished run folder (holding model.pt)")
+    exp.add_argument("--format", choices=("csr", "dense"), default="csr",
+                     help="csr: sparse where smaller (default); dense: the masked dense reference")
+    exp.add_argument("--out", default=None, help="file to write (default RUN_DIR/model.FORMAT.pt)")
+    exp.set_defaults(func=_cmd_export)
     return parser
 
 
