@@ -43,7 +43,8 @@ log = logging.getLogger(__name__)
 LOCK_FILE = ".moon.lock"
 TOKEN_ENV = "MOON_LOCK_TOKEN"
 # The files a run writes: what ``overwrite`` removes before it starts.
-RUN_FILES = ("result.json", "result.failed.json", "model.pt", "checkpoint.pt")
+RUN_FILES = ("result.json", "result.failed.json", "model.pt", "checkpoint.pt", "model.csr.pt",
+             "model.dense.pt")
 _TEMP_PID = re.compile(r"^\..+\.pid(\d+)\..*\.tmp$")
 
 
