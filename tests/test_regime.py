@@ -1,0 +1,29 @@
+"""The regime check reads the history and ID metrics of result files."""
+
+import pytest
+
+from moon.regime import premise, regime_frame, verdict
+from moon.results import RunResult
+
+
+def run(method, density, moon, seed, acc, ece, temperature, alphas=(None, 0.2, 0.6)):
+    config = {"model": "mlp", "method": method, "density": density, "unknown_class": moon,
+              "seed": seed, "epochs": len(alphas)}
+    history = [{"epoch": i + 1, "train_acc": acc - 0.01 * (len(alphas) - 1 - i), "alpha": a,
+                "val_ece": ece, "val_temperature": temperature, "unknown_mass": 1e-4 if moon else None}
+               for i, a in enumerate(alphas)]
+    return RunResult(config=config, status="complete", history=history,
+                     id={"ece": ece, "temperature": temperature})
+
+
+def test_verdict_from_runs():
+    runs = [run("dense", 1.0, False, s, 0.997, 0.05, 1.7) for s in (0, 1)]
+    runs += [run("rigl", 0.05, False, s, 0.96, 0.04 + 0.02 * s, 1.4) for s in (0, 1)]
+    runs += [run("rigl", 0.05, True, s, 0.96, 0.03, 1.3) for s in (0, 1)]
+    frame = regime_frame(runs)
+    assert len(frame) == 6
+    gaps = premise(frame)
+    assert gaps["diff"].tolist() == pytest.approx([-0.01, 0.01])     # paired by seed
+    v = verdict(frame)
+    assert v["fits"] and v["overconfident"] and v["premise_share"] == 0.5
+    assert v["train_error_at_alpha_half"] == pytest.approx([0.04, 0.04])  # epoch 3: acc 0.96
