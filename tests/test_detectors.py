@@ -142,6 +142,22 @@ def test_odin_without_perturbation_at_t1_is_renormalised_msp(net):
         odin.score(test)
 
 
+def test_odin_leaves_the_model_trainable_and_its_weights_without_gradients(net):
+    """ODIN needs only the input's gradient: it switches weight gradients off while it scores and
+    restores each parameter's flag afterwards, even when scoring fails."""
+    net.head.bias.requires_grad_(False)
+    x = torch.randn(8, 6)
+    test = outputs_of(net, x)
+    before = make_detector("odin", net, K, epsilon=0.05)
+    before.score(test, [(x, None)])
+    assert [p.requires_grad for p in net.parameters()][-1] is False
+    assert all(p.requires_grad for p in list(net.parameters())[:-1])
+    assert all(p.grad is None for p in net.parameters())
+    with pytest.raises(RuntimeError):
+        before.score(test, [(torch.randn(8, 5), None)])   # wrong width: fails mid-pass
+    assert all(p.requires_grad for p in list(net.parameters())[:-1])
+
+
 def test_dice_at_another_p_equals_a_detector_fitted_at_that_p(net):
     train, test = outputs_of(net, torch.randn(64, 6)), outputs_of(net, torch.randn(32, 6))
     fitted = DICE(net.head, K, p=90).fit(train)

@@ -253,11 +253,18 @@ class ODIN(Detector):
         if loader is None:
             raise ValueError("ODIN perturbs the inputs: pass the loader the outputs came from")
         self.model.eval()
-        device = next(self.model.parameters()).device
+        params = list(self.model.parameters())
+        wanted = [p.requires_grad for p in params]
         out = []
-        for batch in loader:
-            x = (batch[0] if isinstance(batch, (tuple, list)) else batch).to(device)
-            out.append(self._score_batch(x).cpu())
+        try:   # only the input's gradient is needed: weight gradients would cost a third of the pass
+            for p in params:
+                p.requires_grad_(False)
+            for batch in loader:
+                x = (batch[0] if isinstance(batch, (tuple, list)) else batch).to(params[0].device)
+                out.append(self._score_batch(x).cpu())
+        finally:
+            for p, w in zip(params, wanted):
+                p.requires_grad_(w)
         return torch.cat(out)
 
     def _score_batch(self, x: Tensor) -> Tensor:
