@@ -60,7 +60,7 @@ def _cmd_data(args: argparse.Namespace) -> int:
 
 
 def _cmd_benchmark(args: argparse.Namespace) -> int:
-    from moon.report import write_benchmark
+    from moon.report.benchmark import write_benchmark
 
     write_benchmark(args.out, dataset=args.dataset, seed=args.seed)
     print(f"wrote {args.out}/benchmark.json and {args.out}/benchmark_grid.png")

@@ -445,3 +445,40 @@ def holm(p_values: Sequence[float] | Any) -> np.ndarray:
     if ok.any():
         out[ok] = multipletests(p[ok], method="holm")[1]
     return out
+
+
+def mean_interval(values: Sequence[float] | Any, level: float = 0.95) -> tuple[float, float, float]:
+    """(mean, low, high) with low/high = mean -+ t_{(1+level)/2, n-1} * s / sqrt(n) (s with ddof 1):
+    :func:`paired_comparison` against zeros. Non-finite values are dropped; NaN bounds for one value,
+    NaN everywhere for none."""
+    p = np.asarray(values, dtype=float)
+    p = p[np.isfinite(p)]
+    if p.size < 2:
+        return (float(p.mean()) if p.size else math.nan), math.nan, math.nan
+    paired = paired_comparison(p, np.zeros_like(p), level)
+    return paired.mean_diff, paired.low, paired.high
+
+
+def welch_interval(values: Sequence[float] | Any, base_values: Sequence[float] | Any,
+                   level: float = 0.95) -> Paired:
+    """Unpaired mean(values) - mean(base_values) with a Welch t-interval (Welch 1947).
+
+    se = sqrt(s_a^2/n_a + s_b^2/n_b);  nu = se^4 / ((s_a^2/n_a)^2/(n_a-1) + (s_b^2/n_b)^2/(n_b-1))
+    (Welch-Satterthwaite);  interval = diff -+ t_{(1+level)/2, nu} * se. With fewer than 2 values on
+    a side the spread is unknown: low = high = NaN and ``excludes_zero`` False; with se = 0 the
+    interval is the point. ``n`` counts ``values``.
+    """
+    a, b = (np.asarray(v, dtype=float) for v in (values, base_values))
+    a, b = a[np.isfinite(a)], b[np.isfinite(b)]
+    if a.size == 0 or b.size == 0:
+        raise ValueError(f"welch_interval needs values on both sides, got {a.size} and {b.size}")
+    diff = float(a.mean() - b.mean())
+    if a.size < 2 or b.size < 2:
+        return Paired(mean_diff=diff, low=math.nan, high=math.nan, excludes_zero=False, n=a.size)
+    va, vb = a.var(ddof=1) / a.size, b.var(ddof=1) / b.size
+    se = math.sqrt(va + vb)
+    half = 0.0 if se == 0 else float(stats.t.ppf((1 + level) / 2, (va + vb) ** 2 / (
+        va ** 2 / (a.size - 1) + vb ** 2 / (b.size - 1)))) * se
+    low, high = diff - half, diff + half
+    return Paired(mean_diff=diff, low=low, high=high, excludes_zero=bool(low > 0 or high < 0),
+                  n=int(a.size))

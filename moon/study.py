@@ -380,9 +380,12 @@ def _execute_ray(jobs: list, workers: int, via: str, bar) -> list[tuple[str, str
 
 
 def collect(study: Study | str, out_dir: str | Path, preset: str | None = None,
-            only: dict[str, list[Any]] | None = None, **overrides: Any) -> list:
+            only: dict[str, list[Any]] | None = None, exact: bool = True,
+            **overrides: Any) -> list:
     """The complete results of exactly this study's cells (for ``preset`` and ``overrides``) in
-    ``out_dir``: cells not run yet, failed, or run with another configuration are left out."""
+    ``out_dir``: cells not run yet, failed, or run with another configuration are left out.
+    ``exact=False`` keeps a cell's complete result even when its configuration differs from what
+    the cell would run today (a committed study shown as it ran; the differences are logged)."""
     from moon.results import RESULT_FILE, load_result
 
     study = load_study(study) if not isinstance(study, Study) else study
@@ -396,6 +399,9 @@ def collect(study: Study | str, out_dir: str | Path, preset: str | None = None,
         except ValueError as err:          # an unreadable file: reported, never a crash
             log.error("skipping %s: %s", path, err)
             continue
-        if result.status == "complete" and not differing_fields(result.config, cell.config.to_dict()):
+        differs = differing_fields(result.config, cell.config.to_dict())
+        if result.status == "complete" and (not differs or not exact):
+            if differs:
+                log.info("%s ran with %s differing from today's cell", cell.name, differs)
             results.append(result)
     return results

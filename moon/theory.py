@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from moon.ood.detectors import DICE
-from moon.figures import new_figure, save
+from moon.report.plotting import new_figure, save
 from moon.losses import UnknownAwareLoss
 from moon.masking import Masking
 from moon.metrics import ood_metrics

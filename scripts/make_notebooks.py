@@ -36,15 +36,27 @@ def parameters(preset: str | None, out_dir: str, fields: list[str] | None = None
     return "\n".join(lines)
 
 
-def notebook(intro: str, params: str, *cells: str) -> nbf.NotebookNode:
+def notebook(intro: str, params: str, *cells) -> nbf.NotebookNode:
+    """A template: its markdown intro, the parameters cell, then ``cells``: code as a string, or
+    ``(source, tags)`` (``"md"`` among the tags makes it a markdown cell)."""
     nb = nbf.v4.new_notebook()
     nb.metadata["kernelspec"] = {"display_name": "Python 3", "language": "python", "name": "python3"}
     nb.cells = [nbf.v4.new_markdown_cell(intro.strip()),
                 nbf.v4.new_code_cell(params, metadata={"tags": ["parameters"]})]
-    nb.cells += [nbf.v4.new_code_cell(c.strip()) for c in cells]
+    for cell in cells:
+        source, tags = cell if isinstance(cell, tuple) else (cell, [])
+        if "md" in tags:
+            nb.cells.append(nbf.v4.new_markdown_cell(source.strip()))
+        else:
+            nb.cells.append(nbf.v4.new_code_cell(source.strip(),
+                                                 metadata={"tags": list(tags)} if tags else {}))
     for i, cell in enumerate(nb.cells):     # stable ids: regenerating changes only what changed
         cell["id"] = f"cell-{i}"
     return nb
+
+
+HIDE = ["remove-input"]                 # cells that only load or draw: the output is what counts
+COLLAPSED = ["remove-input", "hide-output"]   # long tables: one click away
 
 
 STUDY_FIELDS = ["dataset", "epochs", "sparse_init"]   # the model is an axis of the full study
@@ -52,7 +64,8 @@ STUDY_FIELDS = ["dataset", "epochs", "sparse_init"]   # the model is an axis of 
 
 def study_params(study: str, only: dict | None = None) -> dict:
     return {"study": (study, "a name in studies/ or a YAML path"),
-            "only": (only, "axis -> values to keep (None: the whole grid of the preset)")}
+            "only": (only, "axis -> values to keep (None: the whole grid of the preset)"),
+            "run_missing": (True, "run the cells not finished yet (False: show the finished ones)")}
 
 
 def check(fields: list[str] | None = None, extra: tuple[str, ...] = ()) -> str:
@@ -61,23 +74,25 @@ def check(fields: list[str] | None = None, extra: tuple[str, ...] = ()) -> str:
     return f"from moon.notebook import check_parameters\ncheck_parameters({args})\n"
 
 
-STUDY_CELLS = check(STUDY_FIELDS, ("study", "only")) + """
+STUDY_CELLS = check(STUDY_FIELDS, ("study", "only", "run_missing")) + """
 import pandas as pd
-from IPython.display import display
-from moon import compare, compare_figures, figures, report
+from IPython.display import Markdown, display
 from moon.config import overrides_from_namespace
+from moon.report import figures, headline, run_figures, stats, tables
+from moon.report.frame import by_model, describe_runs, results_frame
 from moon.study import collect, run_study
 
 pd.set_option("display.max_rows", 500)     # the book shows whole tables
 overrides = overrides_from_namespace(globals())
-statuses = run_study(study, out_dir, preset=preset, only=only, progress=False, **overrides)
-results = collect(study, out_dir, preset=preset, only=only, **overrides)
-print(f"study {study}: {len(results)} of {len(statuses)} runs complete in {out_dir}")
-failed = sorted(name for name, status in statuses.items() if status != "complete")
-if failed:   # each failed run's error is in its result.json
-    print(f"{len(failed)} failed, e.g. {', '.join(failed[:3])}: see {out_dir}/<run>/result.json")
-frame = report.results_frame(results)"""
-
+if run_missing:
+    statuses = run_study(study, out_dir, preset=preset, only=only, progress=False, **overrides)
+    failed = sorted(name for name, status in statuses.items() if status != "complete")
+    if failed:   # each failed run's error is in its result.json
+        print(f"{len(failed)} failed, e.g. {', '.join(failed[:3])}: see {out_dir}/<run>/result.json")
+# without run_missing, a committed study is shown as it ran (even if a default changed since)
+results = collect(study, out_dir, preset=preset, only=only, exact=run_missing, **overrides)
+frame = results_frame(results)
+Markdown(f"**Results shown:** study `{study}`, {describe_runs(frame)} (`{out_dir}`).")"""
 
 TEMPLATES = {
     "ood_eval": notebook(
@@ -102,49 +117,99 @@ papermill notebooks/ood_eval.ipynb out.ipynb -p density 0.02 -p method set
 ```""",
         parameters(None, None),
         check() + """import moon
-from moon import figures, report
 from moon.config import from_namespace
+from moon.report import run_figures, tables
 from moon.rundir import run_folder_name
 
 cfg = from_namespace(globals(), preset)
 out_dir = out_dir or f"runs/ood_eval/{run_folder_name(cfg, preset)}"
 result = moon.run(cfg, out_dir)
 print(f"{result.status}: {out_dir}/result.json, measured density {result.masks['density']:.4f}")
-report.id_table(result)""",
-        'report.ood_table(result, "auroc")',
-        'report.ood_table(result, "fpr95")',
-        "figures.reliability_diagram(result)",
-        'figures.score_histograms(result, "msp")',
-        "figures.plot_history(result)"),
+tables.id_table(result)""",
+        'tables.ood_table(result, "auroc")',
+        'tables.ood_table(result, "fpr95")',
+        "run_figures.reliability_diagram(result)",
+        'run_figures.score_histograms(result, "msp")',
+        "run_figures.plot_history(result)"),
 
     "sparsity_sweep": notebook(
         """# Sparsity against reliability
 
 **Questions.** Does sparsity hurt reliability (accuracy, calibration, OOD detection)? Does MOON
-restore it? The full study (`studies/full.yaml`): the MLP (LeNet-300-100) and LeNet-5; dense, and
-static, SET, RigL and CigL at densities 0.2, 0.1, 0.05 and 0.02; each without and with MOON
-(unknown class, auto-tuned α, weight averaging); three seeds.
+restore it? The paper-length study (`studies/paper.yaml`): the MLP (LeNet-300-100) with dense
+training, SET and RigL at densities 0.1, 0.05 and 0.02, static and CigL at 0.05; LeNet-5 with dense
+and RigL at 0.05; each without and with MOON (unknown class, auto-tuned α, weight averaging).
 
-**Default.** The `cpu` preset (10 epochs on a fixed 15,000-image subset of the training set per
-run: 204 runs), about an hour on a 2-core CPU with two workers (`make study`); `-p preset quick`
-trains on all 55,000 images, `-p preset smoke` runs a small subset in a few minutes, and
-`-p study sweep` is a LeNet-5-only grid. Finished runs are reused.
+**Default.** The `paper` preset: 100 epochs on all training images, 5 seeds for the MLP and 3 for
+LeNet-5 (`make study`, about 5 hours on a 2-core CPU with two workers; finished runs are reused and
+an interrupted study resumes). `-p preset smoke` runs a small grid in a few minutes.
 
-**What to look at.** Per model, the curves of each metric against density (mean over seeds with a
-95% t-interval band), the paired differences MOON − baseline per method and density (same seeds),
-and the differences of each plain sparse method to dense.""",
-        parameters("cpu", "runs/full", STUDY_FIELDS, study_params("full")),
-        STUDY_CELLS,
-        """for name, runs in compare.by_model(frame):
-    fig = figures.density_grid(runs, metrics=("id.accuracy", "id.ece", "ood.near.msp.auroc", "ood.far.msp.auroc"))
-    fig.suptitle(name, fontsize=10)
-    display(fig)""",
-        "compare.paired_moon_table(frame)",
-        """for name, runs in compare.by_model(frame):
-    fig = compare_figures.paired_moon_plot(compare.paired_moon_frame(runs))
-    fig.suptitle(f"{name}: MOON − baseline (95% interval over seeds)", fontsize=10)
-    display(fig)""",
-        "compare.sparsity_effect_table(frame)"),
+**What to look at.** The headline figure (MOON − baseline, paired by seed), the metrics against
+density as small multiples (baseline solid, MOON dashed, dense as grey lines), the same effects as
+heatmaps, and the primary endpoints the study declared before it ran, with their minimum detectable
+effects and Holm-adjusted p-values.""",
+        parameters("paper", "runs/paper", STUDY_FIELDS, study_params("paper")),
+        (STUDY_CELLS, HIDE),
+        ("figures.headline_figure(headline.moon_effects(frame))", HIDE),
+        ("figures.density_panels(frame)", HIDE),
+        ("figures.effect_heatmap(headline.moon_effects(frame), title='MOON − baseline')", HIDE),
+        ("figures.effect_heatmap(stats.sparsity_effect_frame(frame), title='plain sparse − dense')",
+         HIDE),
+        ("""## Primary endpoints
+
+Declared in the study file before it ran: MOON − baseline for SET and RigL at the three densities
+on the MLP, in near- and far-OOD AUROC (MSP), accuracy and ECE, Holm-adjusted as one family.
+"detectable" is the smallest difference these seeds detect with 80% power.""", ["md"]),
+        ("""from moon.study import load_study
+endpoints = load_study(study).endpoints
+tables.endpoints_table(stats.primary_endpoints(frame, endpoints)) if endpoints.get("primary") else None""",
+         COLLAPSED),
+        ("## All comparisons", ["md"]),
+        ("tables.paired_moon_table(frame)", COLLAPSED),
+        ("tables.sparsity_effect_table(frame)", COLLAPSED),
+        ("Markdown(headline.sweep_conclusion(frame))", HIDE)),
+
+    "regime": notebook(
+        """# Is this the paper's regime?
+
+**Question.** MOON is meant for models that fit their training data and are over-confident, sparse
+ones more than dense ones; its unknown class should take mass from confidently wrong samples once
+training error is small and α is large. Do our runs live there? Per epoch: training accuracy,
+validation ECE and fitted temperature, and MOON's unknown-class probability on the training data.
+
+**Default.** The paper-length study (`paper` preset, `studies/paper.yaml`) beside the short
+schedule (`cpu` preset: 10 epochs on 15,000 images, `studies/full.yaml`), read from their result
+folders; missing runs are not trained here (`-p run_missing True` trains them).
+
+**What to look at.** The regime answers (does dense fit and over-confide, is sparse more
+over-confident than dense, how large is training error when α reaches 0.5), the curves, the
+unknown class's share of the probability, and the regime contrast: does the sign of MOON's ECE
+change follow the baseline's fitted temperature across both studies?""",
+        parameters("paper", "runs/paper", STUDY_FIELDS,
+                   {**study_params("paper"), "short_study": ("full", "the short-schedule study"),
+                    "short_dir": ("runs/full-cpu", "its result folder"),
+                    "short_preset": ("cpu", "its preset")}),
+        (check(STUDY_FIELDS, ("study", "only", "run_missing", "short_study", "short_dir", "short_preset"))
+         + STUDY_CELLS.split("\n", 2)[2], HIDE),
+        ("""from moon.report import regime
+short_runs = collect(short_study, short_dir, preset=short_preset, exact=False)
+short = results_frame(short_runs) if short_runs else None
+answers = regime.verdict(regime.regime_frame(results))
+frames = {f"{study} ({int(frame['epochs'].max())} epochs)": frame}
+if short is not None:
+    frames[f"{short_study} ({int(short['epochs'].max())} epochs)"] = short
+link = regime.temperature_link(frames)
+Markdown(headline.regime_conclusion(answers, link))""", HIDE),
+        ("""keep = [r for r in results if r.config["seed"] == min(x.config["seed"] for x in results)
+        and (r.config["method"] == "dense" or r.config["density"] == 0.05)
+        and r.config.get("alpha_final", 1.0) == 1.0 and r.config["method"] in ("dense", "rigl")]
+figures.regime_curves(keep)""", HIDE),
+        ("""masses = regime.regime_frame(results)
+masses = masses[masses["moon"]]
+(100 * masses.groupby(["model", "method", "density"])[["unknown_mass_train", "unknown_mass_id_test"]].mean()).round(4).rename(
+    columns={"unknown_mass_train": "p(unknown), training data, last epoch (%)",
+             "unknown_mass_id_test": "p(unknown), ID test (%)"})""", HIDE),
+        ("figures.temperature_scatter(link)", HIDE)),
 
     "ablation": notebook(
         """# Ablation: MOON's parts
@@ -155,16 +220,17 @@ released code's behaviours (`as_released`: Bernoulli masks, the frozen drop rate
 stash, burst averaging); see `studies/ablation.yaml`.
 
 **Default.** The `cpu` preset (10 epochs on 15,000 training images; seven variants, three seeds:
-21 runs), about ten minutes on a 2-core CPU with two workers (`make study` runs it after the full
-study). `-p preset quick` trains on all images with one seed and six variants, `-p preset smoke`
-runs in a few minutes. Finished runs are reused.
+21 runs), about ten minutes on a 2-core CPU with two workers (`make study-cpu`). `-p preset quick`
+trains on all images with one seed and six variants, `-p preset smoke` runs in a few minutes.
+Finished runs are reused.
 
-**What to look at.** The table (mean ± std over seeds, and each variant − "none" paired by seed
-with its 95% interval) and the bars with 95% intervals.""",
+**What to look at.** Each variant's change against "none" (paired by seed, 95% intervals) as a
+dot plot; the table of means below it.""",
         parameters("cpu", "runs/ablation", STUDY_FIELDS, study_params("ablation")),
-        STUDY_CELLS,
-        "compare.ablation_table(frame)",
-        "compare_figures.ablation_plot(frame)"),
+        (STUDY_CELLS, HIDE),
+        ("figures.ablation_plot(frame)", HIDE),
+        ("tables.ablation_table(frame)", COLLAPSED),
+        ("Markdown(headline.ablation_conclusion(frame))", HIDE)),
 
     "calibration": notebook(
         """# Calibration
@@ -173,20 +239,21 @@ with its 95% interval) and the bars with 95% intervals.""",
 0.05, without and with MOON? Temperature scaling fitted on the validation split is the reference a
 post-hoc fix reaches.
 
-**Default.** The runs of the full study (`studies/full.yaml`, `cpu` preset) at densities 1 and
-0.05: both models, three seeds, 60 runs, shared with the sweep chapter (`-p study calibration`
-is a smaller LeNet-5 grid). The post-hoc chapter reads the same runs.
+**Default.** The runs of the paper-length study (`studies/paper.yaml`, `paper` preset) at
+densities 1 and 0.05, shared with the sweep chapter. The post-hoc chapter reads the same runs.
 
-**What to look at.** ECE, adaptive ECE, NLL and Brier per model and variant (mean ± std over
-seeds), the ECE against its temperature-scaled reference, and the reliability diagrams of one
-seed of one model.""",
-        parameters("cpu", "runs/full", STUDY_FIELDS, study_params("full", {"density": [1.0, 0.05]})),
-        STUDY_CELLS,
-        "compare.calibration_table(frame)",
-        "compare_figures.calibration_overview(frame)",
-        """first = results[0].config
-figures.reliability_diagram([r for r in results if r.config["seed"] == first["seed"]
-                             and r.config["model"] == first["model"]])"""),
+**What to look at.** ECE per setting for baseline and MOON with the temperature-scaled reference,
+the table of ECE, adaptive ECE, NLL and Brier (mean ± std over seeds), and the reliability
+diagrams of one seed of one model.""",
+        parameters("paper", "runs/paper", STUDY_FIELDS, study_params("paper", {"density": [1.0, 0.05]})),
+        (STUDY_CELLS, HIDE),
+        ("figures.calibration_overview(frame)", HIDE),
+        ("tables.calibration_table(frame)", COLLAPSED),
+        ("""first = results[0].config
+run_figures.reliability_diagram([r for r in results if r.config["seed"] == first["seed"]
+                                 and r.config["model"] == first["model"]
+                                 and r.config.get("alpha_final", 1.0) == 1.0][:6])""", HIDE),
+        ("Markdown(headline.calibration_conclusion(frame))", HIDE)),
 
     "posthoc": notebook(
         """# Post-hoc detectors: does DICE add to MOON?
@@ -195,43 +262,55 @@ figures.reliability_diagram([r for r in results if r.config["seed"] == first["se
 ASH, SCALE, ViM, fDBD, Mahalanobis, relative Mahalanobis, KNN) on dense and sparse models without and
 with MOON: which work, and do post-hoc sparsification of the last layer (DICE) and MOON add up?
 
-**Default.** The runs of the calibration chapter: the full study (`cpu` preset) at densities 1
-and 0.05, both models, three seeds.
+**Default.** The runs of the calibration chapter: the paper-length study at densities 1 and 0.05.
 
-**What to look at.** Near- and far-OOD AUROC per detector, model and variant, and the paired gain
-of DICE over plain energy on the same runs, without and with MOON (the "MOON − baseline" rows: the
-gain on MOON runs minus the gain on their baselines; near 0 means the two add up). Last, DICE's
-AUROC against its percentile *p* (0, 50, 70, 90, 95, 99; *p* = 0 is plain energy) for dense and
-sparse models, from the sweep every evaluation stores (one fitted head mean per run).""",
-        parameters("cpu", "runs/full", STUDY_FIELDS, study_params("full", {"density": [1.0, 0.05]})),
-        STUDY_CELLS,
-        'compare.posthoc_table(frame, kind="near")',
-        'compare.posthoc_table(frame, kind="far")',
-        "compare.posthoc_gain_frame(frame)",
-        """sweep = compare.dice_sweep_frame(frame)
+**What to look at.** Near- and far-OOD AUROC per detector and setting, and the paired gain of DICE
+over plain energy on the same runs, without and with MOON (the "MOON − baseline" rows: the gain on
+MOON runs minus the gain on their baselines; near 0 means the two add up). Last, DICE's AUROC
+against its percentile *p* (0, 50, 70, 90, 95, 99; *p* = 0 is plain energy) for dense and sparse
+models, from the sweep every evaluation stores.""",
+        parameters("paper", "runs/paper", STUDY_FIELDS, study_params("paper", {"density": [1.0, 0.05]})),
+        (STUDY_CELLS, HIDE),
+        ('tables.posthoc_table(frame, kind="near")', HIDE),
+        ('tables.posthoc_table(frame, kind="far")', HIDE),
+        ("tables.posthoc_gain_table(frame)", COLLAPSED),
+        ("""sweep = stats.dice_sweep_frame(frame)
 if sweep.empty:   # result files written before the evaluation stored extra.dice_sweep
-    print("These results have no DICE sweep (extra.dice_sweep): they were written before the "
-          "evaluation stored one; runs made since then have it.")
+    display(Markdown("These results have no DICE sweep (`extra.dice_sweep`)."))
 else:
-    display(compare.dice_sweep_table(sweep))
-    compare_figures.dice_sweep_plot(sweep)"""),
+    display(figures.dice_sweep_plot(sweep))
+    display(tables.dice_sweep_table(sweep))""", HIDE),
+        ("Markdown(headline.posthoc_conclusion(frame))", HIDE)),
 
     "cost": notebook(
         """# Cost
 
-**Question.** What do sparse training and MOON cost? Theoretical training FLOPs per image at each
-density (RigL paper's accounting), measured training time and throughput, peak memory, and MOON's
-time overhead against its base method (the paper claims no significant extra cost).
+**Question.** What do sparse training and MOON cost, and what does a sparse model gain at
+inference? Theoretical training FLOPs per image at each density (RigL paper's accounting),
+measured training time and throughput, peak memory, MOON's time against its base method (the paper
+claims no significant extra cost), and the measured speed and size of the exported sparse models.
 
-**Default.** Reads (and if needed runs) the full study, like the sweep chapter. Our masks are
-applied by value, so measured times do not shrink with density; the FLOPs are what kernels that
-skip inactive weights would need. On the CPU, peak memory is the process's peak RSS; the study ran
-two workers side by side, so times are those of a shared machine.
+**Default.** Reads (and if needed runs) the paper-length study, like the sweep chapter, and the
+inference benchmark's result (`bench/sparse_inference.py` writes
+`book/results/sparse_inference/inference.json`). Training applies masks by value, so training
+times do not shrink with density; the FLOPs are what kernels that skip inactive weights would need.
+On the CPU, peak memory is the process's peak RSS; the study ran two workers side by side.
 
-**What to look at.** The table, and the MOON/baseline time ratio with its interval.""",
-        parameters("cpu", "runs/full", STUDY_FIELDS, study_params("full")),
-        STUDY_CELLS,
-        "compare.cost_table(frame)"),
+**What to look at.** The training-cost table, then the inference speed-up of the CSR export over
+the dense masked model against the FLOP ratio, and the stored sizes.""",
+        parameters("paper", "runs/paper", STUDY_FIELDS,
+                   {**study_params("paper"), "inference": (
+                       "book/results/sparse_inference/inference.json",
+                       "the inference benchmark's result file")}),
+        (check(STUDY_FIELDS, ("study", "only", "run_missing", "inference"))
+         + STUDY_CELLS.split("\n", 2)[2], HIDE),
+        ("tables.cost_table(frame)", HIDE),
+        ("""import json
+from pathlib import Path
+measured = json.loads(Path(inference).read_text()) if Path(inference).exists() else None
+figures.inference_figure(measured) if measured else Markdown(f"No inference benchmark at `{inference}`: run `python bench/sparse_inference.py`.")""", HIDE),
+        ("tables.inference_table(measured) if measured else None", HIDE),
+        ("Markdown(headline.cost_conclusion(frame, measured))", HIDE)),
 
     "theory_unknown_class": notebook(
         """# Theory: what the unknown class learns

@@ -22,13 +22,25 @@ import papermill as pm
 
 ROOT = Path(__file__).resolve().parent.parent
 # template -> (the folder name of the runs it reads: a study or a single run, its default preset)
-RUNS = {"ood_eval": ("ood_eval", None), "sparsity_sweep": ("full", "cpu"), "cost": ("full", "cpu"),
-        "ablation": ("ablation", "cpu"), "calibration": ("full", "cpu"), "posthoc": ("full", "cpu"),
+RUNS = {"ood_eval": ("ood_eval", None), "sparsity_sweep": ("paper", "paper"),
+        "regime": ("paper", "paper"), "cost": ("paper", "paper"), "ablation": ("ablation", "cpu"),
+        "calibration": ("paper", "paper"), "posthoc": ("paper", "paper"),
         "theory_unknown_class": ("theory", None), "theory_dice_variance": ("ood_eval", None)}
+# The studies run for hours (`make study`, `make study-cpu`): their chapters show the finished
+# cells as they ran and never train the missing ones (with --preset, e.g. smoke in CI, every chapter runs what it needs).
+SHOW_ONLY = {"paper", "ablation"}
+# The regime chapter sets the short-schedule study beside the paper-length one.
+EXTRA = {"regime": lambda results, preset: {
+    "short_dir": out_dir_for("full", results, preset or "cpu"),
+    "short_preset": preset or "cpu"}}
 
 
 def out_dir(template: str, results: Path, preset: str | None) -> str:
-    name = RUNS[template][0] + (f"-{preset}" if preset else "")
+    return out_dir_for(RUNS[template][0], results, preset)
+
+
+def out_dir_for(folder: str, results: Path, preset: str | None) -> str:
+    name = folder + (f"-{preset}" if preset and preset != folder else "")   # paper study: paper/
     path = results / name
     return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
@@ -53,6 +65,9 @@ def main() -> int:
         start = time.perf_counter()
         preset = args.preset or RUNS[name][1]
         params = {"preset": preset, "out_dir": out_dir(name, results, preset),
+                  **(EXTRA[name](results, args.preset) if name in EXTRA else {}),
+                  **({"run_missing": False} if RUNS[name][0] in SHOW_ONLY and not args.preset
+                     else {}),
                   **{k: _value(v) for k, v in args.parameter}}
         pm.execute_notebook(ROOT / "notebooks" / f"{name}.ipynb", chapters / f"{name}.ipynb",
                             parameters=params, cwd=str(ROOT), progress_bar=False,
@@ -67,7 +82,9 @@ def _hide_parameters(path: Path) -> None:
     import nbformat
 
     nb = nbformat.read(path, as_version=4)
-    for cell in nb.cells:
+    for cell in nb.cells:     # the kernel's own start-up warnings are not the chapter's output
+        cell["outputs"] = [o for o in cell.get("outputs", []) if not (
+            o.get("name") == "stderr" and "[IPKernelApp]" in o.get("text", ""))]
         tags = cell.metadata.setdefault("tags", [])
         if {"parameters", "injected-parameters"} & set(tags) and "hide-input" not in tags:
             tags.append("hide-input")

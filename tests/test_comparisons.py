@@ -1,6 +1,9 @@
-"""Comparison tables and figures (moon.compare, moon.compare_figures) on synthetic frames whose
-differences are known: paired t-intervals against a hand computation with scipy.stats.t, Welch
-intervals against scipy's ttest_ind, ablation labels, cost ratios, DICE gains and the figures."""
+"""Comparisons (moon.report.stats), their page tables (moon.report.tables), the comparison figures
+(moon.report.figures) and the headline (moon.report.headline) on synthetic frames whose differences
+are known: paired t-intervals against a hand computation with scipy.stats.t, Welch intervals
+against scipy's ttest_ind, ablation labels, cost ratios, DICE gains. Numbers are checked on the
+stats-level frames (fractions, raw metric names); the tables are checked for formatting them
+(worded columns, readable index, "+1.2 [−0.3, +2.7] *" strings); the figures for plotting them."""
 
 from __future__ import annotations
 
@@ -13,13 +16,16 @@ import pytest
 from matplotlib.figure import Figure
 from scipy import stats
 
-from moon.compare import (ABLATION_ORDER, ablation_label, ablation_table, calibration_table,
-                          cost_table, interval_text, paired_moon_frame, paired_moon_table,
-                          posthoc_gain_frame, posthoc_table, sparsity_effect_frame,
-                          sparsity_effect_table, t_interval, welch_interval)
-from moon.compare_figures import ablation_plot, calibration_overview, paired_moon_plot
 from moon.config import RunConfig
-from moon.report import moon_label, variant_label
+from moon.metrics import mean_interval as t_interval
+from moon.metrics import welch_interval
+from moon.report import stats as report_stats
+from moon.report.figures import ablation_plot, calibration_overview, headline_figure
+from moon.report.frame import (ABLATION_ORDER, PRIMARY_METRICS, ablation_label, metric_label,
+                               moon_label, variant_label)
+from moon.report.stats import paired_moon_frame, posthoc_gain_frame, sparsity_effect_frame
+from moon.report.tables import (ablation_table, calibration_table, cost_table, interval_text,
+                                paired_moon_table, posthoc_table, sparsity_effect_table)
 
 SEEDS = (0, 1, 2)
 SEED_NOISE = (0.0, 0.004, -0.003)             # shared by every run of a seed
@@ -122,26 +128,48 @@ def test_paired_moon_frame_matches_hand_t_intervals(frame):
         assert row["excludes_zero"] == (row["metric"] != "ood.near.msp.auroc")
 
 
+ACC, ECE, NEAR, FAR = (metric_label(m, difference=True) for m in
+                      ("id.accuracy", "id.ece", "ood.near.msp.auroc", "ood.far.msp.auroc"))
+
+
 def test_paired_moon_table_formats_percentage_points_and_marks(frame):
     table = paired_moon_table(frame)
     assert table.index.names == ["method", "density"]
-    assert list(table.index) == sorted((m, d) for m, d in CELLS)
-    assert list(table.columns) == ["n", "id.accuracy", "id.ece", "ood.near.msp.auroc",
-                                   "ood.far.msp.auroc"]
+    # readable index: method names as the book writes them, densities without trailing zeros
+    assert list(table.index) == [("dense", "1"), ("RigL", "0.05"), ("RigL", "0.1"),
+                                 ("SET", "0.05"), ("SET", "0.1")]
+    assert list(table.columns) == ["n", "near-OOD AUROC, MSP (points)",
+                                   "far-OOD AUROC, MSP (points)", "accuracy (points)",
+                                   "ECE (points)"]
+    assert (ACC, ECE, NEAR, FAR) == ("accuracy (points)", "ECE (points)",
+                                     "near-OOD AUROC, MSP (points)", "far-OOD AUROC, MSP (points)")
     mean, low, high = (100 * v for v in hand_interval(MOON_DIFF["id.accuracy"]))
-    assert table.loc[("rigl", 0.05), "id.accuracy"] == f"+{mean:.1f} [{low:+.1f}, +{high:.1f}] *"
-    assert table.loc[("set", 0.1), "id.ece"].startswith("−2.1 [−")       # unicode minus
-    assert not table.loc[("set", 0.1), "ood.near.msp.auroc"].endswith("*")
-    nll = paired_moon_table(frame, metrics=("id.nll",)).loc[("dense", 1.0), "id.nll"]
-    assert nll.startswith("−0.050 [")                                        # raw, 3 decimals
+    assert table.loc[("RigL", "0.05"), ACC] == f"+{mean:.1f} [{low:+.1f}, +{high:.1f}] *"
+    assert table.loc[("SET", "0.1"), ECE].startswith("−2.1 [−")       # unicode minus
+    assert not table.loc[("SET", "0.1"), NEAR].endswith("*")
+    nll = paired_moon_table(frame, metrics=("id.nll",))
+    assert list(nll.columns) == ["n", "NLL"]                            # no unit: not a percent
+    assert nll.loc[("dense", "1"), "NLL"].startswith("−0.050 [")        # raw, 3 decimals
     assert (table["n"] == 3).all()
+    # every cell is the stats row formatted: x100 for percent metrics, " *" where it excludes 0
+    long = paired_moon_frame(frame)
+    names = {"dense": "dense", "rigl": "RigL", "set": "SET"}
+    for row in long.to_dict("records"):
+        cell = table.loc[(names[row["method"]], f"{row['density']:g}"),
+                         metric_label(row["metric"], difference=True)]
+        assert cell == interval_text(row, 100)
+        assert cell.endswith(" *") == row["excludes_zero"]
 
 
 def test_pairing_needs_the_same_configuration_and_one_run_per_side(frame, caplog):
     other = run_row("rigl", 0.05, 0, True, epochs=7)          # no baseline with 7 epochs
-    with caplog.at_level(logging.WARNING, logger="moon.compare"):
+    with caplog.at_level(logging.INFO, logger="moon.report.stats"):
         long = paired_moon_frame(pd.concat([frame, make_frame([other])], ignore_index=True))
     assert (long["n"] == 3).all() and "no partner" in caplog.text
+    unmatched = [r for r in caplog.records if "no partner" in r.getMessage()]
+    assert unmatched and all(r.name == "moon.report.stats" and r.levelno == logging.INFO
+                             for r in unmatched)               # expected in some studies: INFO
+    assert "1 of 16 runs" in unmatched[0].getMessage()        # 15 MOON runs + the extra one
     twice = pd.concat([frame, make_frame([run_row("set", 0.1, 1, False)])], ignore_index=True)
     with pytest.raises(ValueError, match="ambiguous pairing"):
         paired_moon_frame(twice)
@@ -160,7 +188,11 @@ def test_sparsity_effect_is_a_welch_interval_on_baseline_runs(frame):
     assert row["n"] == row["n_base"] == 3                   # MOON runs are not counted
     assert row["excludes_zero"] and row["mean_diff"] < 0    # 0.0575 lower, small noise
     table = sparsity_effect_table(frame, metrics=("id.accuracy",))
-    assert table.loc[("set", 0.05), "id.accuracy"].startswith("−5.")
+    assert table.index.names == ["method", "density"] and list(table.columns) == ["n", ACC]
+    assert "dense" not in table.index.get_level_values("method")       # the reference
+    assert table.loc[("SET", "0.05"), ACC] == interval_text(row, 100)
+    assert table.loc[("SET", "0.05"), ACC].startswith("−5.") \
+        and table.loc[("SET", "0.05"), ACC].endswith(" *")
 
 
 def test_welch_and_t_intervals_degenerate_cases():
@@ -190,22 +222,48 @@ def test_ablation_labels_for_every_config_combination():
     assert ablation_label(pd.Series({"unknown_class": True, "averaging": False})) == "unknown class"
 
 
+def test_ablation_frame_pairs_each_part_with_none_by_seed(ablation_frame):
+    long = report_stats.ablation_frame(ablation_frame, ["ood.near.msp.auroc", "ood.far.msp.auroc"])
+    assert list(long.columns[:2]) == ["ablation", "metric"]
+    assert list(dict.fromkeys(long["ablation"])) == list(ABLATION_ORDER[1:])   # "none" is the 0
+    assert (long["n"] == 3).all()
+    near = long[long["metric"] == "ood.near.msp.auroc"].set_index("ablation")
+    for part, label in zip(PARTS, ABLATION_ORDER):
+        if part not in ("none", "moon"):                       # a constant offset: no spread
+            assert near.loc[label, ["mean_diff", "low", "high"]].tolist() == \
+                pytest.approx([PART_NEAR[part]] * 3)
+            assert near.loc[label, "excludes_zero"]
+    moon = near.loc["MOON"]
+    assert (moon["mean_diff"], moon["low"], moon["high"]) == \
+        pytest.approx(hand_interval([0.03, 0.032, 0.034]))
+    far = long[long["metric"] == "ood.far.msp.auroc"]
+    assert far["mean_diff"].to_numpy() == pytest.approx(0.0) and not far["excludes_zero"].any()
+
+
 def test_ablation_table_rows_means_and_paired_delta(ablation_frame):
     table = ablation_table(ablation_frame)
     assert list(table.index) == list(ABLATION_ORDER)
     assert (table["n"] == 3).all()
-    assert list(table.columns) == ["n", "id.accuracy", "id.ece", "id.nll", "ood.near.msp.auroc",
-                                   "ood.far.msp.auroc", "Δ ood.near.msp.auroc vs none",
-                                   "Δ ood.far.msp.auroc vs none"]
-    delta = table["Δ ood.near.msp.auroc vs none"]
+    near_delta, far_delta = f"Δ {NEAR} vs none", f"Δ {FAR} vs none"
+    assert list(table.columns) == ["n", "accuracy (%)", "ECE (%)", "NLL",
+                                   "near-OOD AUROC, MSP (%)", "far-OOD AUROC, MSP (%)",
+                                   near_delta, far_delta]
+    values = [100 * base_value("id.accuracy", "rigl", 0.05, s) for s in SEEDS]
+    assert table.loc["none", "accuracy (%)"] == \
+        f"{np.mean(values):.1f} ± {np.std(values, ddof=1):.1f}"
+    assert table.loc["none", "NLL"].startswith("0.4") and len(table.loc["none", "NLL"]) == 13
+    delta = table[near_delta]
     assert delta["none"] == ""
     assert delta["unknown class"] == "+2.0 [+2.0, +2.0] *"       # constant offset: no spread
     mean, low, high = (100 * v for v in hand_interval([0.03, 0.032, 0.034]))
     assert delta["MOON"] == f"+{mean:.1f} [+{low:.1f}, +{high:.1f}] *"
-    assert table["Δ ood.far.msp.auroc vs none"]["averaging"] == "+0.0 [+0.0, +0.0]"
+    assert table[far_delta]["averaging"] == "+0.0 [+0.0, +0.0]"
+    long = report_stats.ablation_frame(ablation_frame, ["ood.near.msp.auroc"])
+    for row in long.to_dict("records"):                        # the table formats the frame
+        assert delta[row["ablation"]] == interval_text(row, 100)
     by_column = ablation_table(ablation_frame, label="parts")
     assert list(by_column.index) == ["none"] + sorted(set(PARTS) - {"none"})   # known labels first
-    assert by_column.loc["moon", "Δ ood.near.msp.auroc vs none"] == delta["MOON"]
+    assert by_column.loc["moon", near_delta] == delta["MOON"]
     with pytest.raises(ValueError, match="one method and density"):
         ablation_table(pd.concat([ablation_frame, make_frame([run_row("set", 0.1, 0, False)])]))
 
@@ -213,9 +271,10 @@ def test_ablation_table_rows_means_and_paired_delta(ablation_frame):
 # --------------------------------------------------------------------------------------------------
 # Cost, post-hoc detectors, calibration
 # --------------------------------------------------------------------------------------------------
-def test_cost_table_flops_memory_and_moon_time_ratio(frame):
-    table = cost_table(frame)
+def test_cost_frame_flops_memory_and_moon_time_ratio(frame):
+    table = report_stats.cost_frame(frame)
     assert table.index.names == ["method", "density", "moon"] and len(table) == 2 * len(CELLS)
+    assert (table["n"] == 3).all()
     for (method, density, moon), row in table.iterrows():
         assert row["flops_vs_dense"] == pytest.approx(density)
         assert row["peak_mib"] == pytest.approx(60 if moon == "MOON" else 50)
@@ -229,13 +288,34 @@ def test_cost_table_flops_memory_and_moon_time_ratio(frame):
             assert math.isnan(row["moon_time_ratio"])
 
 
+def test_cost_table_formats_the_cost_frame(frame):
+    table = cost_table(frame)
+    assert table.index.names == ["method", "density", "moon"] and len(table) == 2 * len(CELLS)
+    assert list(table.columns) == ["runs", "training FLOPs (share of dense)", "training time (s)",
+                                   "images / s", "peak memory (MiB)", "MOON time / baseline"]
+    ratio, low, high = hand_interval(TIME_RATIO)
+    moon, base = table.loc[("RigL", "0.05", "MOON")], table.loc[("RigL", "0.05", "baseline")]
+    assert moon["runs"] == 3
+    assert moon["training FLOPs (share of dense)"] == "0.050"
+    assert moon["peak memory (MiB)"] == "60" and base["peak memory (MiB)"] == "50"
+    assert base["training time (s)"] == "110.0"
+    assert base["images / s"] == f"{np.mean([12000, 12000 / 1.1, 12000 / 1.2]):,.0f}"   # "10,970"
+    assert moon["MOON time / baseline"] == f"{ratio:.2f} [{low:.2f}, {high:.2f}]"
+    assert base["MOON time / baseline"] == ""
+    assert table.loc[("dense", "1", "baseline"), "training FLOPs (share of dense)"] == "1.000"
+    no_flops = cost_table(frame.drop(columns=["extra.flops.train_step"]))
+    assert (no_flops["training FLOPs (share of dense)"] == "").all()      # older result files
+
+
 def test_posthoc_table_has_a_column_per_present_detector(frame):
     table = posthoc_table(frame, kind="far")
     assert table.index.names == ["variant", "density"]
-    assert list(table.columns) == ["n", "msp", "energy", "dice"]      # react etc. not in the frame
+    assert list(table.columns) == ["n", "MSP", "energy", "DICE"]      # react etc. not in the frame
+    assert table.columns.name == "far-OOD AUROC (%)"
     values = [100 * (0.90 + 0.01 * s) for s in SEEDS]
     expected = f"{np.mean(values):.1f} ± {np.std(values, ddof=1):.1f}"
-    assert table.loc[("dense", 1.0), "energy"] == expected
+    assert table.loc[("dense", "1"), "energy"] == expected
+    assert (table["n"] == 3).all()
     with pytest.raises(ValueError, match="kind"):
         posthoc_table(frame, kind="middle")
 
@@ -258,19 +338,36 @@ def test_posthoc_gain_pairs_by_run_and_gives_the_interaction(frame):
 def test_calibration_table_scales_temperature_scaled_ece(frame):
     table = calibration_table(frame)
     assert table.index.names == ["method", "density", "moon"]
-    assert list(table.columns) == ["n", "id.accuracy", "id.ece", "id.adaptive_ece", "id.nll",
-                                   "id.brier", "id.temperature", "id.ts_ece", "id.ts_nll"]
-    assert table.loc[("rigl", 0.05, "MOON"), "id.ts_ece"] == "1.1 ± 0.1"      # x100
-    assert table.loc[("rigl", 0.05, "MOON"), "id.ts_nll"] == "0.300 ± 0.000"
+    assert list(table.columns) == ["n", "accuracy (%)", "ECE (%)", "adaptive ECE (%)", "NLL",
+                                   "Brier score", "fitted temperature",
+                                   "ECE after temperature scaling (%)",
+                                   "NLL after temperature scaling"]
+    row = table.loc[("RigL", "0.05", "MOON")]
+    assert row["ECE after temperature scaling (%)"] == "1.1 ± 0.1"      # x100
+    assert row["NLL after temperature scaling"] == "0.300 ± 0.000"
+    assert row["fitted temperature"] == "1.500 ± 0.000"                 # not x100
+    ece = [100 * (base_value("id.ece", "rigl", 0.05, s) + MOON_DIFF["id.ece"][s]) for s in SEEDS]
+    assert row["ECE (%)"] == f"{np.mean(ece):.1f} ± {np.std(ece, ddof=1):.1f}"
 
 
 # --------------------------------------------------------------------------------------------------
 # Figures
 # --------------------------------------------------------------------------------------------------
+def dots(ax, marker: str = "o") -> list:
+    """The single-point marker lines of a panel (the plotted dots), top to bottom."""
+    points = [line for line in ax.get_lines()
+              if line.get_marker() == marker and len(line.get_xdata()) == 1]
+    return sorted(points, key=lambda line: float(line.get_ydata()[0]))
+
+
+def dot_x(ax, marker: str = "o") -> list[float]:
+    return [float(line.get_xdata()[0]) for line in dots(ax, marker)]
+
+
 def test_figures_return_figures_and_write_pngs(frame, ablation_frame, tmp_path):
     figures = {
-        "paired": (paired_moon_plot(paired_moon_frame(frame), tmp_path / "paired.png"), 4),
-        "ablation": (ablation_plot(ablation_frame, path=tmp_path / "ablation.png"), 5),
+        "paired": (headline_figure(paired_moon_frame(frame), tmp_path / "paired.png"), 4),
+        "ablation": (ablation_plot(ablation_frame, path=tmp_path / "ablation.png"), 4),
         "calibration": (calibration_overview(frame, path=tmp_path / "calibration.png"), 1),
     }
     for name, (fig, axes) in figures.items():
@@ -278,7 +375,88 @@ def test_figures_return_figures_and_write_pngs(frame, ablation_frame, tmp_path):
         png = tmp_path / f"{name}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     labels = [t.get_text() for t in figures["ablation"][0].axes[0].get_yticklabels()]
-    assert labels == list(ABLATION_ORDER)
+    assert labels == list(ABLATION_ORDER[1:])                 # every part but the reference
+
+
+CELL_ORDER = ["dense", "SET 0.1", "SET 0.05", "RigL 0.1", "RigL 0.05"]   # dense first, then sparser
+
+
+def test_headline_figure_panels_per_metric_and_model_with_dots_at_the_differences(two_models):
+    paired = paired_moon_frame(two_models)
+    # shift each setting's difference (and its interval) by its own amount, so that a dot drawn
+    # in the wrong row would be seen
+    shift = {cell: 0.001 * i for i, cell in enumerate(sorted(set(zip(paired["method"],
+                                                                    paired["density"]))))}
+    offset = np.array([shift[c] for c in zip(paired["method"], paired["density"])])
+    for column in ("mean_diff", "low", "high"):
+        paired[column] = paired[column] + offset
+    fig = headline_figure(paired)
+    metrics = list(PRIMARY_METRICS)
+    assert len(fig.axes) == 2 * len(metrics)                  # a row of panels per model
+    grid = np.array(fig.axes).reshape(2, len(metrics))
+    assert [ax.get_title() for ax in grid[0]] == [metric_label(m, short=True) for m in metrics]
+    assert [grid[r, 0].get_ylabel() for r in range(2)] == ["lenet5", "mlp"]
+    names = {"dense": "dense", "set": "SET", "rigl": "RigL"}
+    for r, model in enumerate(("lenet5", "mlp")):
+        labels = [t.get_text() for t in grid[r, 0].get_yticklabels()]
+        assert labels == CELL_ORDER
+        for c, metric in enumerate(metrics):
+            rows = paired[(paired["model"] == model) & (paired["metric"] == metric)]
+            expected = {f"{names[m]} {d:g}" if m != "dense" else "dense": (100 * x, z)
+                        for m, d, x, z in zip(rows["method"], rows["density"], rows["mean_diff"],
+                                              rows["excludes_zero"])}
+            drawn = dots(grid[r, c])
+            assert len(drawn) == len(CELL_ORDER)
+            for label, line in zip(CELL_ORDER, drawn):
+                x, filled = expected[label]
+                assert float(line.get_xdata()[0]) == pytest.approx(x)
+                # filled where the interval excludes 0, hollow where it does not
+                assert (line.get_markerfacecolor() != "white") == filled
+    mlp_acc = dot_x(grid[1, metrics.index("id.accuracy")])
+    lenet_acc = dot_x(grid[0, metrics.index("id.accuracy")])
+    assert np.array(mlp_acc) - np.array(lenet_acc) == pytest.approx(
+        100 * np.mean(MOON_DIFF["id.accuracy"]))              # the mlp's gain is twice the lenet5's
+    assert dots(grid[0, metrics.index("ood.near.msp.auroc")])[0].get_markerfacecolor() == "white"
+
+
+def test_ablation_plot_is_a_panel_per_metric_with_dots_at_the_paired_changes(ablation_frame):
+    metrics = ("ood.near.msp.auroc", "id.ece", "id.missing")     # a missing metric is skipped
+    fig = ablation_plot(ablation_frame, metrics=metrics)
+    assert len(fig.axes) == 2
+    long = report_stats.ablation_frame(ablation_frame, ["ood.near.msp.auroc", "id.ece"])
+    for ax, metric in zip(fig.axes, ("ood.near.msp.auroc", "id.ece")):
+        assert ax.get_xlabel() == f"{metric_label(metric, difference=True)} vs none"
+        rows = long[long["metric"] == metric].set_index("ablation")
+        assert dot_x(ax) == pytest.approx(100 * rows.loc[list(ABLATION_ORDER[1:]),
+                                                        "mean_diff"].to_numpy())
+    near = dot_x(fig.axes[0])
+    assert near == pytest.approx([100 * PART_NEAR[p] + (0.2 if p == "moon" else 0)
+                                  for p in PARTS if p != "none"])
+    by_column = ablation_plot(ablation_frame, metrics=metrics, label="parts")
+    assert [t.get_text() for t in by_column.axes[0].get_yticklabels()] == \
+        sorted(set(PARTS) - {"none"})
+    with pytest.raises(ValueError, match="one method and density"):
+        ablation_plot(pd.concat([ablation_frame, make_frame([run_row("set", 0.1, 0, False)])]))
+
+
+def test_calibration_overview_has_a_panel_per_model_with_mean_ece(frame, two_models):
+    one = calibration_overview(frame)
+    assert len(one.axes) == 1 and one.axes[0].get_title() == "lenet5"
+    fig = calibration_overview(two_models)
+    assert [ax.get_title() for ax in fig.axes] == ["lenet5", "mlp"]
+    methods = {"dense": ("dense", 1.0), "SET 0.1": ("set", 0.1), "SET 0.05": ("set", 0.05),
+               "RigL 0.1": ("rigl", 0.1), "RigL 0.05": ("rigl", 0.05)}
+    for ax, model in zip(fig.axes, ("lenet5", "mlp")):
+        assert [t.get_text() for t in ax.get_yticklabels()] == CELL_ORDER
+        assert ax.get_xlabel() == "ECE (%)"
+        runs = two_models[two_models["model"] == model]
+        for marker, label in (("o", "baseline"), ("s", "MOON")):     # baseline dots, MOON squares
+            expected = [100 * runs[(runs["method"] == m) & (runs["density"] == d)
+                                   & (runs["moon"] == label)]["id.ece"].mean()
+                        for m, d in (methods[c] for c in CELL_ORDER)]
+            assert dot_x(ax, marker) == pytest.approx(expected)
+        ts = dot_x(ax, "D")                                   # after temperature scaling
+        assert len(ts) == 2 * len(CELL_ORDER) and ts == pytest.approx([100 * 0.011] * len(ts))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -322,36 +500,127 @@ def test_tables_are_per_model_when_runs_span_models(two_models, frame):
     assert paired_moon_table(frame).index.names == ["method", "density"]   # one model: unchanged
 
 
-def test_headline_has_a_paragraph_and_rows_per_model(two_models, frame):
-    from moon import headline
+def test_verdict_is_three_to_five_bold_led_bullets(frame, two_models):
+    from moon.report import headline
 
-    text = headline.headline_text(two_models)
-    lenet, mlp = text.split("\n\n")
-    assert lenet.startswith("**lenet5.**") and mlp.startswith("**mlp.**")
-    assert "30 runs" in lenet and "3 seed(s)" in lenet
-    # accuracy: improved with an interval excluding 0 in every one of the 5 settings
-    assert "accuracy by +1.1 to +1.1 points; counting only changes whose 95% interval over " \
-           "seeds excludes zero, it improved accuracy in 5 and made it worse in 0 of 5 settings " \
-           "(no measurable change in 0)." in lenet
-    assert "it lowered (improved) ECE in 5 and made it worse in 0 of 5" in lenet
-    assert "accuracy by +2.1 to +2.1 points" in mlp
-    assert "set: near-OOD AUROC −5.8, far-OOD AUROC −5.8" in lenet   # sparse − dense at 0.05
+    bullets = headline.verdict(frame)
+    assert 3 <= len(bullets) <= 5 and all(b.startswith("**") for b in bullets)
+    assert all(b.count("**") == 2 for b in bullets)           # one bold lead each
+    near, far, acc, ece, premise = bullets                   # the primary metrics, then the premise
+    mde = 100 * paired_moon_frame(frame).groupby("metric")["mde"].median()
+    assert near.startswith("**MOON did not measurably change near-OOD AUROC, MSP**: by +0.2 to "
+                           "+0.2 points across 5 settings, better in 0 and worse in 0")
+    assert f"smaller than about ±{mde['ood.near.msp.auroc']:.1f} points" in near   # a sized null
+    assert far.startswith("**MOON improved far-OOD AUROC, MSP**: by +3.0 to +3.0 points")
+    assert acc.startswith("**MOON improved accuracy**: by +1.1 to +1.1 points across 5 settings, "
+                          "better in 5 and worse in 0")
+    assert ece.startswith("**MOON improved ECE**: by −2.1 to −2.1 points")   # lower is better
+    assert premise.startswith("**Sparse training was worse calibrated than dense")
+    assert "+4.5 to +5.7 points, worse in 4 and better in 0 of 4 sparse settings" in premise
+    both = headline.verdict(two_models)                      # per-model rows, never pooled
+    assert "accuracy**: by +1.1 to +2.1 points across 10 settings, better in 10" in both[2]
+    no_dense = headline.verdict(frame[frame["method"] != "dense"])
+    assert len(no_dense) == 4                                # no premise without dense runs
+    markdown = headline.verdict_markdown(frame, planned=40)
+    assert markdown.startswith("*From lenet5 on fashion_mnist, 20 epochs on all training images, "
+                               "3 seeds per setting, 30 runs. The study is still running: 30 of "
+                               "40 runs have finished")
+    assert markdown.split("\n\n", 1)[1] == "\n".join(f"- {b}" for b in bullets)
+    assert "still running" not in headline.verdict_markdown(frame, planned=30)
+
+
+def test_headline_text_and_table_per_model(two_models, frame):
+    from moon.report import headline
+
+    lines = headline.headline_text(two_models).splitlines()
+    assert len(lines) == 2 * len(CELLS) * len(PRIMARY_METRICS)        # a bullet per row
+    assert all(line.startswith("- lenet5 ") or line.startswith("- mlp ") for line in lines)
+    effects = paired_moon_frame(two_models)
+    row = effects[(effects["model"] == "mlp") & (effects["method"] == "rigl")
+                  & (effects["density"] == 0.05) & (effects["metric"] == "id.accuracy")].iloc[0]
+    assert (f"- mlp RigL 0.05, accuracy: {interval_text(row, 100)} points "
+            f"(3 pairs, p = {row['p_value']:.3f})") in lines
+    assert "- dense, ECE: −2.1 [" in headline.headline_text(frame)     # one model: no model name
     table = headline.headline_table(two_models)
     assert table.index.names == ["model", "method", "density"] and len(table) == 2 * len(CELLS)
-    assert list(table.columns) == ["near-OOD AUROC", "far-OOD AUROC", "accuracy", "ECE", "seeds"]
-    assert table.loc[("lenet5", "rigl", 0.05), "ECE"].startswith("−2.1 [")
-    sparse = headline.sparsity_table(frame)
-    assert sparse.index.names == ["method", "density"]
-    assert sparse.loc[("set", 0.05), "accuracy"].startswith("−5.") \
-        and sparse.loc[("set", 0.05), "accuracy"].endswith("*")
-    assert "measurably worse than dense (95% interval excluding zero): near-OOD AUROC 4, " \
-           "far-OOD AUROC 4, accuracy 4, ECE 4." in headline.headline_text(frame)
+    assert list(table.columns) == ["n", NEAR, FAR, ACC, ECE]
+    assert table.loc[("lenet5", "RigL", "0.05"), ECE].startswith("−2.1 [")
+    assert table.loc[("mlp", "RigL", "0.05"), ACC] == interval_text(row, 100)
+
+
+def test_paper_vs_ours_answers_every_published_claim(frame):
+    import yaml
+
+    from moon.report import headline
+
+    claims = yaml.safe_load(headline.PUBLISHED.read_text())["claims"]
+    table = headline.paper_vs_ours(frame)
+    assert list(table.index) == [c["claim"] for c in claims]
+    assert list(table.columns) == ["published", "this study", "source"]
+    assert table["published"].tolist() == [c["published"] for c in claims]
+    for c in claims:
+        source = table.loc[c["claim"], "source"]
+        assert source == c["source"]                  # the status is part of the cited source
+    answer = {c["measure"]: table.loc[c["claim"], "this study"] for c in claims}
+    sparse = paired_moon_frame(frame)
+    sparse = sparse[sparse["metric"].str.endswith("msp.auroc") & (sparse["method"] != "dense")]
+    best = sparse.loc[sparse["mean_diff"].idxmax()]
+    assert answer["moon_best_auroc"].startswith(f"at best {interval_text(best, 100)} (")
+    assert "dense" not in answer["moon_best_auroc"]            # the claim is about sparse training
+    up = int((sparse["excludes_zero"] & (sparse["mean_diff"] > 0)).sum())
+    assert answer["moon_best_auroc"].endswith(
+        f"measurably higher in {up} of {len(sparse)} setting x group cells")
+    assert answer["moon_accuracy"] == "+1.1 to +1.1 points; measurably worse in 0 of 5 settings"
+    assert answer["moon_ece"] == "−2.1 to −2.1 points; measurably worse in 0 of 5 settings"
+    premise = sparsity_effect_frame(frame, metrics=("id.ece",))
+    rigl = premise[(premise["method"] == "rigl") & (premise["density"] == 0.05)].iloc[0]
+    assert answer["sparse_minus_dense_ece"] == \
+        f"RigL 0.05 − dense: lenet5: {interval_text(rigl, 100)}"
+    assert answer["cigl_minus_rigl_ece"] == answer["cigl_minus_rigl_accuracy"] \
+        == "not in this study"                                # no CigL runs in the frame
+    gain, low, high = (100 * v for v in hand_interval(GAIN["baseline"]))      # plain runs only
+    each = f"+{gain:.1f} [+{low:.1f}, +{high:.1f}] *"
+    assert answer["dice_minus_energy_near"] == ("near-OOD AUROC, DICE − energy: "
+                                                f"lenet5 dense: {each}; lenet5 RigL 0.05: {each}; "
+                                                f"lenet5 SET 0.05: {each}")
+
+
+def test_limitations_carry_their_numbers(frame):
+    from moon.report import headline
+
+    bullets = headline.limitations(frame)
+    assert [b.split("**")[1] for b in bullets] == ["Seeds.", "Scale."]   # no test-set size known
+    mde = 100 * paired_moon_frame(frame).groupby("metric")["mde"].median()
+    assert bullets[0].startswith("**Seeds.** 3 or more seeds per setting")
+    assert (f"±{mde['ood.near.msp.auroc']:.1f} points of near-OOD AUROC, "
+            f"±{mde['ood.far.msp.auroc']:.1f} far, ±{mde['id.accuracy']:.1f} accuracy and "
+            f"±{mde['id.ece']:.1f} ECE") in bullets[0]
+    hours = frame["timing.train_seconds"].sum() / 3600
+    assert f"({hours:.1f} hours of training in these 30 runs)" in bullets[1]
+    assert "Models of lenet5 on" in bullets[1]
+    with_n = headline.limitations(frame.assign(**{"id.n": 10000}))
+    assert len(with_n) == 3 and with_n[2].startswith("**Benchmark.** 10,000 ID test images")
+
+
+def test_chapter_conclusions_name_their_numbers(frame, ablation_frame):
+    from moon.report import headline
+
+    sweep = headline.sweep_conclusion(frame)
+    assert sweep.startswith("**What this shows.** ") and sweep.count("**") == 2
+    assert "MOON improved accuracy: by +1.1 to +1.1 points" in sweep
+    ablation = headline.ablation_conclusion(ablation_frame)
+    mean, low, high = (100 * v for v in hand_interval([0.03, 0.032, 0.034]))
+    assert f"MOON +{mean:.1f} [+{low:.1f}, +{high:.1f}] *" in ablation
+    assert "far-OOD AUROC, MSP: no part moved it measurably" in ablation
+    ratio = np.mean(TIME_RATIO)
+    assert f"MOON trained in {ratio:.2f}x to {ratio:.2f}x its baseline's time" in \
+        headline.cost_conclusion(frame)
 
 
 def sweep_frame() -> pd.DataFrame:
     """Runs with a DICE sweep: AUROC = 0.7 + p/1000 + set offset + seed noise, sparse runs 0.02
     lower; two near sets (offsets 0 and 0.04) and one far set."""
-    from moon.compare import DICE_SWEEP_PREFIX
+    from moon.report.stats import DICE_SWEEP_PREFIX
 
     rows = []
     for method, density in (("dense", 1.0), ("rigl", 0.05)):
@@ -366,8 +635,9 @@ def sweep_frame() -> pd.DataFrame:
 
 
 def test_dice_sweep_frame_means_over_sets_then_runs(tmp_path):
-    from moon.compare import dice_sweep_frame, dice_sweep_table
-    from moon.compare_figures import dice_sweep_plot
+    from moon.report.figures import dice_sweep_plot
+    from moon.report.stats import dice_sweep_frame
+    from moon.report.tables import dice_sweep_table
 
     sweep = dice_sweep_frame(sweep_frame(), by=("method", "density"))
     assert list(sweep.columns) == ["method", "density", "kind", "p", "auroc", "low", "high", "n"]
@@ -380,19 +650,31 @@ def test_dice_sweep_frame_means_over_sets_then_runs(tmp_path):
     assert (sweep["n"] == 3).all()
     table = dice_sweep_table(sweep)
     assert list(table.columns) == ["p = 0", "p = 50", "p = 90"]
-    assert table.loc[("dense", 1.0, "near"), "p = 0"] == pytest.approx(100 * (0.7 + 0.02 + 0.01))
-    assert isinstance(dice_sweep_plot(sweep, tmp_path / "sweep.png"), Figure)
-    assert (tmp_path / "sweep.png").exists()
+    assert table.columns.name == "DICE AUROC (%)"
+    assert table.index.names == ["method", "density", "kind"]
+    assert table.loc[("dense", "1", "near"), "p = 0"] == pytest.approx(100 * (0.7 + 0.02 + 0.01))
+    assert table.loc[("RigL", "0.05", "near"), "p = 50"] == pytest.approx(round(100 * mean, 1))
+    fig = dice_sweep_plot(sweep, tmp_path / "sweep.png")      # no moon column: one line a setting
+    assert isinstance(fig, Figure) and (tmp_path / "sweep.png").exists()
+    assert [ax.get_title() for ax in fig.axes] == ["near-OOD", "far-OOD"]
+    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert legend == ["dense", "RigL 0.05"]
+    rigl = [line for line in fig.axes[0].get_lines() if line.get_marker() == "o"][1]
+    assert np.asarray(rigl.get_xdata(), float) == pytest.approx([0, 50, 90])
+    assert float(np.asarray(rigl.get_ydata(), float)[1]) == pytest.approx(100 * mean)
+    with_moon = dice_sweep_plot(dice_sweep_frame(sweep_frame()))   # default by: moon included
+    assert [t.get_text() for t in with_moon.axes[0].get_legend().get_texts()] == \
+        ["dense baseline", "RigL 0.05 baseline"]
 
 
 def test_dice_sweep_frame_is_empty_for_old_results(frame):
-    from moon.compare import dice_sweep_frame
+    from moon.report.stats import dice_sweep_frame
 
     assert dice_sweep_frame(frame).empty
 
 
 def test_primary_endpoints_are_one_holm_family_with_detectable_effects(frame):
-    from moon.endpoints import primary_endpoints
+    from moon.report.stats import primary_endpoints
     from moon.metrics import holm
 
     endpoints = {"primary": {"contrast": {"axis": "moon"}, "alpha": 0.05,

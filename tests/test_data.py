@@ -246,8 +246,8 @@ def test_benchmark_summary(fake_data):
 
 
 def test_benchmark_grid_and_files(fake_data, tmp_path):
-    from moon.figures import plot_benchmark_grid
-    from moon.report import write_benchmark
+    from moon.report.benchmark import write_benchmark
+    from moon.report.run_figures import plot_benchmark_grid
 
     fig = plot_benchmark_grid(n_per_row=4, path=tmp_path / "grid.png")
     rows = 1 + len(OFFLINE_FASHION)    # ID train + one row per OOD set; 10 columns for the classes

@@ -23,7 +23,10 @@ def test_parameters_are_run_config_fields(path):
     assert extra <= names, f"{path.name} lacks {extra - names}"
     if "study" in names:                # a study's summary: which study, which part of its grid
         assert params["only"]["default"] in ("None", "{'density': [1.0, 0.05]}")
-        extra |= {"study", "only"}
+        extra |= {"study", "only", "run_missing"}
+        assert params["run_missing"]["default"] == "True"     # papermill -p alone just works
+    # the chapters' extra inputs: the regime chapter's short study, the cost chapter's benchmark
+    extra |= {"short_study", "short_dir", "short_preset", "inference"} & names
     assert names - extra <= set(field_names()), f"unknown: {names - extra - set(field_names())}"
     if path.name == "ood_eval.ipynb":   # the main template exposes every field at its default
         assert names - extra == set(field_names())

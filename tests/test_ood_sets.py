@@ -28,7 +28,7 @@ from moon.ood.sets import (
     ood_source,
     ood_sets_for,
 )
-from moon.report import ood_kind
+from moon.report.frame import ood_kind
 
 NEAR, FAR, NOISE = ({"digits", "mnist", "animals", "heldout"}, {"photos", "textures"},
                     {"gaussian", "uniform"})

@@ -2,7 +2,7 @@
 
 import pytest
 
-from moon.regime import premise, regime_frame, verdict
+from moon.report.regime import premise, regime_frame, verdict
 from moon.results import RunResult
 
 

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from conftest import learnable_id_data
-from moon import compare, config
+from moon import config
+from moon.report import tables as compare
 from moon.config import RunConfig, from_params
 from moon.evaluate import DICE_SWEEP, detector_options, evaluate
 from moon.metrics import released_ece

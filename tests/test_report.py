@@ -12,10 +12,11 @@ from matplotlib.figure import Figure
 from scipy import stats
 
 from moon.config import RunConfig
-from moon.figures import (density_curves, density_grid, reliability_diagram, roc_curves,
-                          score_histograms)
-from moon.report import (density_summary, moon_label, ood_table, results_frame, summary_table,
-                         variant_label)
+from moon.report.figures import density_panels
+from moon.report.frame import moon_label, results_frame, variant_label
+from moon.report.run_figures import reliability_diagram, roc_curves, score_histograms
+from moon.report.stats import density_summary
+from moon.report.tables import ood_table, summary_table
 from moon.results import RunResult, load_result, save_result
 
 # kinds as result files written before the noise group stored them; the registry now puts gaussian
@@ -232,28 +233,48 @@ def test_roc_curves_near_solid_far_dashed(root, tmp_path):
     assert (tmp_path / "roc.png").is_file() and lines
 
 
-def test_density_curves_attach_summary_and_save(frame, tmp_path):
-    fig = density_curves(frame, "ood.far.msp.auroc", path=tmp_path / "density.png")
-    assert isinstance(fig, Figure) and len(fig.axes) == 1
-    expected = density_summary(frame, "ood.far.msp.auroc", "variant")
-    assert fig.summary.equals(expected)
-    ax = fig.axes[0]
-    assert ax.get_xscale() == "log"
-    assert sorted(ax.get_xticks()) == [0.05, 0.1, 1.0]
-    assert (tmp_path / "density.png").is_file()
+def _floats(values) -> np.ndarray:
+    return np.asarray(values, dtype=float)      # errorbar keeps its data as object arrays
 
 
-def test_density_grid_panels(frame, tmp_path):
-    fig = density_grid(frame, path=tmp_path / "grid.png")
-    assert len(fig.axes) == 4 and set(fig.summary) == {
-        "id.accuracy", "id.ece", "ood.near.msp.auroc", "ood.far.msp.auroc"}
-    three = density_grid(frame, metrics=("id.accuracy", "id.nll", "id.missing"))
-    assert len(three.axes) == 2                                 # the missing metric is skipped
-    assert (tmp_path / "grid.png").is_file()
+def test_density_panels_draw_the_seed_means_of_each_method_and_variant(frame, tmp_path):
+    metrics = ("id.accuracy", "ood.far.msp.auroc")
+    fig = density_panels(frame, metrics=metrics, path=tmp_path / "panels.png")
+    methods = [m for m in ("static", "set", "rigl", "cigl") if m in set(frame["method"])]
+    assert methods == ["set", "rigl"]                  # book order; dense is the reference line
+    assert len(fig.axes) == len(metrics) * len(methods)   # a row per metric, a column per method
+    grid = np.array(fig.axes).reshape(len(metrics), len(methods))
+    assert [ax.get_title() for ax in grid[0]] == ["lenet5: SET", "lenet5: RigL"]
+    assert [grid[r, 0].get_ylabel() for r in range(2)] == ["accuracy (%)",
+                                                           "far-OOD AUROC, MSP (%)"]
+    for r, metric in enumerate(metrics):
+        for c, method in enumerate(methods):
+            ax = grid[r, c]
+            assert ax.get_xscale() == "log"
+            # SET ran without MOON (solid line, circles), RigL only with MOON (dashed, squares)
+            label, marker, style = (("baseline", "o", "-") if method == "set"
+                                    else ("MOON", "s", "--"))
+            runs = frame[(frame["method"] == method) & (frame["moon"] == label)]
+            expected = density_summary(runs, metric, "moon")
+            drawn = [line for line in ax.get_lines() if line.get_marker() in ("o", "s")]
+            assert len(drawn) == 1 and drawn[0].get_marker() == marker
+            assert drawn[0].get_linestyle() == style
+            np.testing.assert_allclose(_floats(drawn[0].get_xdata()), [0.05, 0.1])
+            np.testing.assert_allclose(_floats(drawn[0].get_ydata()),
+                                       100 * expected["mean"].to_numpy())
+            # the dense baseline as a grey reference line at its seed mean
+            dense = frame[frame["method"] == "dense"][metric].mean()
+            refs = [line for line in ax.get_lines() if line.get_marker() in ("None", None, "")
+                    and len(line.get_ydata()) == 2 and line.get_ydata()[0] == line.get_ydata()[1]
+                    and line.get_xdata()[0] == 0 and line.get_xdata()[1] == 1]
+            assert [float(line.get_ydata()[0]) for line in refs] == pytest.approx([100 * dense])
+    assert (tmp_path / "panels.png").is_file()
+    with pytest.raises(ValueError, match="sparse runs"):
+        density_panels(frame[frame["method"] == "dense"], metrics=metrics)
 
 
 def test_runs_table_lists_every_result_with_its_provenance(root, tmp_path):
-    from moon.report import runs_table
+    from moon.report.tables import runs_table
 
     table = runs_table([root, tmp_path / "missing"])           # a missing folder is skipped
     assert len(table) == 2 * len(GRID) + 1

@@ -1,4 +1,4 @@
-"""Is this the paper's regime? Three questions answered from result files (issue: the study).
+"""Is this the paper's regime? Three questions answered from result files, and the regime contrast.
 
 The MOON paper is about models that fit their training data and are over-confident, sparse ones
 more than dense ones, with the unknown class weighting the loss once training error is small. From
@@ -10,6 +10,10 @@ each run's ``history`` (per epoch: ``train_acc``, ``val_ece``, ``val_temperature
 * ``premise``: sparse baselines are *more* over-confident than dense ones (paired by seed: sparse
   ECE minus dense ECE, and sparse minus dense temperature, above 0);
 * ``small_error_when_alpha_large``: MOON runs' training error when alpha first reaches 0.5.
+
+The regime contrast (:func:`temperature_link`) tests the audit's prediction across every MOON -
+baseline pair of several studies: MOON lowers ECE where the baseline is over-confident (fitted
+temperature above 1) and raises it where the baseline is not.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from collections.abc import Iterable
 from typing import Any
 
 import pandas as pd
+
+from moon.report.stats import moon_pairs
 
 FIT_ACCURACY = 0.99
 
@@ -69,3 +75,33 @@ def verdict(frame: pd.DataFrame) -> dict[str, Any]:
         "premise_mean_diff": float(gaps["diff"].mean()) if len(gaps) else float("nan"),
         "train_error_at_alpha_half": moon["train_error_at_alpha_half"].tolist(),
     }
+
+
+def temperature_link(frames: dict[str, pd.DataFrame], level: float = 0.95) -> dict[str, Any]:
+    """Does the sign of MOON's ECE change follow the baseline's over-confidence? ``frames`` maps a
+    study's name to its results frame; every MOON - baseline pair of each (same seed and
+    configuration) gives the baseline's fitted temperature and MOON's ECE change. Returns the pairs
+    (``study, model, method, density, seed, temperature, ece_change``), Pearson's r with its
+    ``level`` interval (Fisher z, scipy) and the share of pairs whose change has the predicted sign
+    (negative where the temperature is above 1, positive below)."""
+    from scipy import stats
+
+    rows = []
+    for study, frame in frames.items():
+        matched = moon_pairs(frame, ["id.ece", "id.temperature"])
+        rows.append(pd.DataFrame({
+            "study": study, "model": matched["model"], "method": matched["method"],
+            "density": matched["density"], "seed": matched["seed"],
+            "temperature": matched["id.temperature_b"],
+            "ece_change": matched["id.ece_t"] - matched["id.ece_b"]}))
+    data = pd.concat(rows, ignore_index=True).dropna(subset=["temperature", "ece_change"])
+    out: dict[str, Any] = {"pairs": data, "n": len(data), "r": float("nan"),
+                           "low": float("nan"), "high": float("nan"), "p_value": float("nan")}
+    if len(data) >= 4:
+        test = stats.pearsonr(data["temperature"], data["ece_change"])
+        ci = test.confidence_interval(confidence_level=level)
+        out.update(r=float(test.statistic), low=float(ci.low), high=float(ci.high),
+                   p_value=float(test.pvalue))
+    predicted = (data["ece_change"] < 0) == (data["temperature"] > 1)
+    out["predicted_share"] = float(predicted.mean()) if len(data) else float("nan")
+    return out

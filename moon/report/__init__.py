@@ -1,0 +1,19 @@
+"""The reporting layer: result files -> tidy frame -> statistics -> tables | figures -> headline.
+
+============================  ==========================================================  =================
+module                        its one job                                                 imports (moon.report)
+============================  ==========================================================  =================
+:mod:`~moon.report.frame`     result files -> one frame; the vocabulary (names, units)    -
+:mod:`~moon.report.stats`     comparisons and statistics (intervals from moon.metrics)    frame
+:mod:`~moon.report.regime`    is this the paper's regime? the regime contrast             frame, stats
+:mod:`~moon.report.tables`    page tables, formatted to the precision they carry          frame, stats
+:mod:`~moon.report.plotting`  what every figure shares: palette, saving, axes             -
+:mod:`~moon.report.figures`   comparison figures                                          frame, stats, plotting
+:mod:`~moon.report.run_figures` figures of one run and of the benchmark images           frame, plotting
+:mod:`~moon.report.benchmark` the benchmark page's files                                  plotting, run_figures
+:mod:`~moon.report.headline`  verdict, paper vs. this study, limitations                  frame, stats, tables
+============================  ==========================================================  =================
+
+Each module imports only those before it in its column: no cycles, no private names across
+modules (a test checks both). Chapters call one function per table or figure.
+"""

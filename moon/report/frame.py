@@ -1,0 +1,254 @@
+"""Result files -> one tidy frame, and the book's one vocabulary.
+
+:func:`results_frame` gives one row per complete run (:func:`moon.results.flatten`'s columns: config
+fields, ``id.*``, ``ood.<set>.<detector>.<metric>``, ``timing.*``, ``extra.*``), adds the group
+means ``ood.{near,far,noise}.<detector>.<metric>`` and the labels ``moon`` and ``variant``. Every
+other reporting module reads this frame. Values stay fractions; :func:`scale_of` says which columns
+a page shows x100, and :func:`metric_label` names any column in words with its unit, so a figure
+never shows ``ood.near.msp.auroc`` on an axis.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+log = logging.getLogger(__name__)
+
+# -- vocabulary -------------------------------------------------------------------------------------
+METHOD_NAMES = {"dense": "dense", "static": "static", "set": "SET", "rigl": "RigL", "cigl": "CigL"}
+METHOD_ORDER = tuple(METHOD_NAMES)
+BASELINE, MOON = "baseline", "MOON"
+ABLATION_ORDER = ("none", "unknown class", "unknown class, fixed α", "averaging", "MOON",
+                  "MOON, fixed α", "MOON as released")
+MOON_PARTS = ("unknown_class", "averaging", "alpha_auto", "as_released")
+METRIC_NAMES = {"accuracy": "accuracy", "ece": "ECE", "mce": "MCE", "adaptive_ece": "adaptive ECE",
+                "nll": "NLL", "brier": "Brier score", "temperature": "fitted temperature",
+                "ts_ece": "ECE after temperature scaling", "ts_nll": "NLL after temperature scaling",
+                "ece_released": "ECE (released code's convention)", "auroc": "AUROC",
+                "aupr_in": "AUPR-In", "aupr_out": "AUPR-Out", "fpr95": "FPR@95"}
+DETECTOR_NAMES = {"msp": "MSP", "msp_renorm": "MSP over K", "msp_ts": "MSP, temperature-scaled",
+                  "max_logit": "max logit", "energy": "energy", "entropy": "entropy", "gen": "GEN",
+                  "unknown": "unknown class", "dice": "DICE", "react": "ReAct", "ash": "ASH-S",
+                  "scale": "SCALE", "odin": "ODIN", "mahalanobis": "Mahalanobis", "rmds": "RMDS",
+                  "knn": "KNN", "vim": "ViM", "fdbd": "fDBD"}
+PERCENT = ("accuracy", "ece", "mce", "adaptive_ece", "ts_ece", "ece_released", "auroc", "aupr_in",
+           "aupr_out", "fpr95")
+ID_METRICS = ("accuracy", "nll", "brier", "ece", "mce", "adaptive_ece")
+OOD_METRICS = ("auroc", "aupr_in", "aupr_out", "fpr95")
+SUMMARY_METRICS = ("id.accuracy", "id.ece", "id.nll", "ood.near.msp.auroc", "ood.far.msp.auroc")
+# The study's question, in the paper's score (MSP): the four metrics every headline reads.
+PRIMARY_METRICS = ("ood.near.msp.auroc", "ood.far.msp.auroc", "id.accuracy", "id.ece")
+HIGHER_IS_BETTER = {"accuracy": True, "auroc": True, "aupr_in": True, "aupr_out": True,
+                    "ece": False, "mce": False, "adaptive_ece": False, "nll": False, "brier": False,
+                    "fpr95": False, "ts_ece": False, "ts_nll": False, "ece_released": False}
+
+
+def method_name(method: str) -> str:
+    """"RigL" for ``rigl``: the method's name as the book writes it."""
+    return METHOD_NAMES.get(method, str(method))
+
+
+def is_percent(column: str) -> bool:
+    """Whether a metric column is shown x100 (accuracy, calibration errors, AUROC, AUPR, FPR@95)."""
+    return column.rsplit(".", 1)[-1] in PERCENT
+
+
+def scale_of(column: str) -> float:
+    """100 for percent metrics, else 1."""
+    return 100.0 if is_percent(column) else 1.0
+
+
+def higher_is_better(column: str) -> bool:
+    """Whether a larger value of the metric column is better (accuracy, AUROC: yes; ECE: no)."""
+    return HIGHER_IS_BETTER.get(column.rsplit(".", 1)[-1], True)
+
+
+def metric_label(column: str, difference: bool = False, short: bool = False) -> str:
+    """A metric column in words with its unit: ``ood.near.msp.auroc`` -> "near-OOD AUROC, MSP (%)";
+    ``difference=True`` gives the unit of a difference ("points" for percent metrics); ``short``
+    leaves the unit out."""
+    parts = column.split(".")
+    metric = parts[-1]
+    name = METRIC_NAMES.get(metric, metric)
+    if parts[0] == "ood" and len(parts) == 4:
+        where = f"{parts[1]}-OOD" if parts[1] in ("near", "far", "noise") else parts[1]
+        name = f"{where} {name}, {DETECTOR_NAMES.get(parts[2], parts[2])}"
+    elif parts[0] not in ("id", "ood"):
+        name = column
+    if short:
+        return name
+    unit = (" (points)" if difference else " (%)") if is_percent(column) else ""
+    return name + unit
+
+
+# -- labels of runs ---------------------------------------------------------------------------------
+def moon_label(config: Mapping) -> str:
+    """Which MOON parts a run used: "MOON" (unknown class and averaging), "unknown class",
+    "averaging" or "baseline" (from the config fields ``unknown_class`` and ``averaging``)."""
+    unknown, averaging = bool(config.get("unknown_class")), bool(config.get("averaging"))
+    if unknown and averaging:
+        return MOON
+    return "unknown class" if unknown else ("averaging" if averaging else BASELINE)
+
+
+def variant_label(config: Mapping) -> str:
+    """``method`` for a baseline run, ``method+MOON`` for a full MOON run, ``method+<part>`` when
+    only one MOON part (unknown class or averaging) is on."""
+    label = moon_label(config)
+    return config["method"] if label == BASELINE else f"{config['method']}+{label}"
+
+
+def ablation_label(config: Mapping) -> str:
+    """Which MOON parts a run used, from its config (a dict or a frame row): "none", "unknown
+    class", "averaging" or "MOON" (both); ", fixed α" when the unknown class ran with
+    ``alpha_auto`` off; " as released" when ``as_released`` is on."""
+    unknown, averaging = bool(config.get("unknown_class")), bool(config.get("averaging"))
+    label = {(False, False): "none", (True, False): "unknown class", (False, True): "averaging",
+             (True, True): "MOON"}[(unknown, averaging)]
+    if unknown and not bool(config.get("alpha_auto", True)):
+        label += ", fixed α"
+    return label + (" as released" if bool(config.get("as_released", False)) else "")
+
+
+def ablation_labels(frame: "pd.DataFrame", label: str | Callable = ablation_label) -> "pd.Series":
+    """The ablation label of each run: ``label`` applied to each row, or the column ``label``."""
+    if callable(label):
+        return frame.apply(label, axis=1).rename("ablation")
+    require_columns(frame, [label])
+    return frame[label].astype(str).rename("ablation")
+
+
+def label_order(labels) -> list[str]:
+    """Labels in :data:`ABLATION_ORDER`, others after them in sorted order."""
+    present = set(labels)
+    return [x for x in ABLATION_ORDER if x in present] + sorted(present - set(ABLATION_ORDER))
+
+
+def ood_kind(name: str, fallback: dict | None = None) -> str | None:
+    """The group of an OOD set (near, far or noise; :data:`moon.ood.sets.GROUPS`): from the current
+    registry (so older result files, which filed noise under far, are read with today's groups),
+    else ``fallback`` (a result's ``extra["curves"]["ood_kind"]``), else None."""
+    from moon.ood.sets import OOD_SETS
+
+    if name in OOD_SETS:
+        return OOD_SETS[name].kind
+    return (fallback or {}).get(name)
+
+
+# -- the frame --------------------------------------------------------------------------------------
+def as_results(results_or_root) -> list:
+    """RunResults from a results folder, one result file, a RunResult or a list of either."""
+    from moon.results import RunResult, load_result, load_results
+
+    if isinstance(results_or_root, (str, Path)):
+        path = Path(results_or_root)
+        return load_results(path, status=None) if path.is_dir() else [load_result(path)]
+    if isinstance(results_or_root, RunResult):
+        return [results_or_root]
+    return [r if isinstance(r, RunResult) else load_result(r) for r in results_or_root]
+
+
+def with_group_means(frame: "pd.DataFrame") -> "pd.DataFrame":
+    """Add ``ood.<group>.<detector>.<metric>`` for each group (near, far, noise): the unweighted
+    mean over a row's OOD sets of that group (sets a row lacks, or with a missing value, are left
+    out of its mean). The only place group means are computed."""
+    import pandas as pd
+
+    groups: dict[str, list[str]] = {}
+    for column in frame.columns:
+        parts = column.split(".")
+        if len(parts) == 4 and parts[0] == "ood" and ood_kind(parts[1]) is not None:
+            groups.setdefault(f"ood.{ood_kind(parts[1])}.{parts[2]}.{parts[3]}", []).append(column)
+    means = {name: frame[cols].apply(pd.to_numeric, errors="coerce").mean(axis=1)
+             for name, cols in sorted(groups.items())}
+    return pd.concat([frame, pd.DataFrame(means, index=frame.index)], axis=1)
+
+
+def results_frame(results_or_root) -> "pd.DataFrame":
+    """One row per complete run, read from a results folder, a list of RunResults or of result
+    paths. Adds ``moon`` (:func:`moon_label`), ``variant`` (:func:`variant_label`) and the group
+    means (:func:`with_group_means`); the curve data in ``extra.curves`` is left out."""
+    import pandas as pd
+
+    from moon.results import flatten
+
+    results = [r for r in as_results(results_or_root) if r.status == "complete"]
+    if not results:
+        raise ValueError(f"no complete results in {results_or_root!r}")
+    rows = []
+    for result in results:
+        row = {k: v for k, v in flatten(result).items() if not k.startswith("extra.curves.")}
+        row["moon"], row["variant"] = moon_label(result.config), variant_label(result.config)
+        rows.append(row)
+    return with_group_means(pd.DataFrame(rows))
+
+
+def study_frame(study: str, folder, preset: str | None) -> "pd.DataFrame | None":
+    """The results frame of a study's complete runs in ``folder``, or None if there are none."""
+    from moon.study import collect
+
+    results = collect(study, folder, preset=preset)
+    return results_frame(results) if results else None
+
+
+def require_columns(frame: "pd.DataFrame", columns) -> None:
+    """Raise ValueError naming the columns ``frame`` lacks."""
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise ValueError(f"frame has no column(s) {', '.join(missing)}; "
+                         f"it has {', '.join(map(str, frame.columns))}")
+
+
+def numeric(frame: "pd.DataFrame", column: str) -> "pd.Series":
+    """``frame[column]`` as floats, all NaN when the frame lacks it (older result files)."""
+    import pandas as pd
+
+    if column not in frame.columns:
+        return pd.Series(math.nan, index=frame.index)
+    return pd.to_numeric(frame[column], errors="coerce")
+
+
+def flag(frame: "pd.DataFrame", column: str) -> "pd.Series":
+    """A boolean config column (missing values count as False)."""
+    return frame[column].fillna(False).astype(bool)
+
+
+def by_model(frame: "pd.DataFrame") -> list[tuple[str | None, "pd.DataFrame"]]:
+    """``[(model, runs)]`` per model of the frame, in name order (``[(None, frame)]`` without a
+    model column): for figures drawn one model at a time."""
+    if "model" not in frame.columns:
+        return [(None, frame)]
+    return [(str(name), part) for name, part in frame.groupby("model", sort=True)]
+
+
+def with_model(frame: "pd.DataFrame", by) -> list[str]:
+    """``by`` with ``model`` in front when the frame holds runs of more than one model (a study over
+    models is summarised per model; its runs are never averaged across models)."""
+    by = list(by)
+    if "model" in frame.columns and "model" not in by and frame["model"].nunique() > 1:
+        return ["model", *by]
+    return by
+
+
+def describe_runs(frame: "pd.DataFrame") -> str:
+    """The effective configuration of the runs shown, in words: "mlp and lenet5 on fashion_mnist,
+    100 epochs on all 55,000 training images, 5 seeds, 130 runs" (from the frame, never from a
+    template's defaults)."""
+    models = " and ".join(sorted(frame["model"].astype(str).unique()))
+    epochs = sorted(int(e) for e in frame["epochs"].unique())
+    samples = sorted(int(s or 0) for s in frame.get("max_train_samples", [0]))
+    images = ("all training images" if samples[-1] == 0 else f"{samples[-1]:,} training images")
+    seeds = frame.groupby([c for c in ("model", "method", "density", "moon") if c in frame])[
+        "seed"].nunique() if "seed" in frame else None
+    seed_text = ("" if seeds is None else f", {seeds.min()}" + (
+        f"-{seeds.max()}" if seeds.max() != seeds.min() else "") + " seeds per setting")
+    epoch_text = "/".join(map(str, epochs))
+    return (f"{models} on {frame['dataset'].iloc[0]}, {epoch_text} epochs on {images}"
+            f"{seed_text}, {len(frame)} runs")

@@ -1,0 +1,356 @@
+"""The study's answer for a reader's first minute, composed from result files: the verdict
+bullets, the table of published claims beside our measured answers, and the limitations.
+
+Nothing here is typed by hand: every number comes from :mod:`moon.report.stats` over the runs'
+``result.json`` files, and every published number from the cited data file
+``book/data/published.yaml``.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+import numpy as np
+
+from moon.metrics import mean_interval, welch_interval
+from moon.report import stats
+from moon.report.frame import (PRIMARY_METRICS, describe_runs, flag, higher_is_better,
+                               method_name, metric_label, numeric, with_model)
+from moon.report.tables import interval_table, interval_text, signed
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+PUBLISHED = Path(__file__).resolve().parents[2] / "book" / "data" / "published.yaml"
+
+
+def moon_effects(frame: "pd.DataFrame") -> "pd.DataFrame":
+    """MOON - baseline in the four primary metrics per model, method and density (paired by
+    seed): the numbers behind the headline figure, the verdict and the paper table."""
+    return stats.paired_moon_frame(frame, metrics=PRIMARY_METRICS)
+
+
+def headline_table(frame: "pd.DataFrame") -> "pd.DataFrame":
+    """MOON - baseline per setting: "+1.2 [−0.3, +2.7] *" in percentage points for near/far MSP
+    AUROC, accuracy and ECE, ``n`` pairs."""
+    return interval_table(moon_effects(frame), with_model(frame, ["method", "density"]))
+
+
+# -- the verdict ------------------------------------------------------------------------------------
+def _effect_bullet(effects: "pd.DataFrame", metric: str) -> str | None:
+    rows = effects[effects["metric"] == metric]
+    if rows.empty:
+        return None
+    diffs, name = 100 * rows["mean_diff"], metric_label(metric, short=True)
+    up = higher_is_better(metric)
+    better = rows["excludes_zero"] & ((rows["mean_diff"] > 0) == up) & (rows["mean_diff"] != 0)
+    worse = rows["excludes_zero"] & ~better
+    mde = 100 * rows["mde"].median()
+    seen = f"; changes smaller than about ±{mde:.1f} points could not have been seen" \
+        if math.isfinite(mde) else " (single runs: no intervals)"
+    if better.sum() > worse.sum():
+        lead = f"MOON improved {name}"
+    elif worse.sum() > better.sum():
+        lead = f"MOON made {name} worse"
+    else:
+        lead = f"MOON did not measurably change {name}"
+    return (f"**{lead}**: by {signed(diffs.min(), 1)} to {signed(diffs.max(), 1)} points "
+            f"across {len(rows)} settings, better in {int(better.sum())} and worse in "
+            f"{int(worse.sum())} (95% interval excluding 0){seen}.")
+
+
+def _premise_bullet(frame: "pd.DataFrame") -> str | None:
+    effect = stats.sparsity_effect_frame(frame, metrics=("id.ece",))
+    if effect.empty:
+        return None
+    worse = effect["excludes_zero"] & (effect["mean_diff"] > 0)
+    better = effect["excludes_zero"] & (effect["mean_diff"] < 0)
+    lead = ("Sparse training was worse calibrated than dense, as the paper's premise says"
+            if worse.sum() > better.sum() else
+            "The paper's premise did not hold: plain sparse training was not worse calibrated "
+            "than dense")
+    return (f"**{lead}**: ECE sparse − dense {signed(100 * effect['mean_diff'].min(), 1)} to "
+            f"{signed(100 * effect['mean_diff'].max(), 1)} points, worse in {int(worse.sum())} "
+            f"and better in {int(better.sum())} of {len(effect)} sparse settings.")
+
+
+def verdict(frame: "pd.DataFrame") -> list[str]:
+    """3-5 one-sentence bullets, each led by the sign and size of an effect: MOON on near- and
+    far-OOD AUROC, accuracy and ECE, and whether the premise (sparse is worse calibrated than
+    dense) held. A null result carries the smallest change the seeds could detect."""
+    effects = moon_effects(frame)
+    bullets = [_effect_bullet(effects, m) for m in PRIMARY_METRICS]
+    return [b for b in bullets + [_premise_bullet(frame)] if b]
+
+
+def verdict_markdown(frame: "pd.DataFrame", planned: int | None = None) -> str:
+    """:func:`verdict` as a markdown list, preceded by what the numbers come from (and, while a
+    study is still running, how many of its ``planned`` runs have finished)."""
+    progress = "" if not planned or len(frame) >= planned else (
+        f" The study is still running: {len(frame)} of {planned} runs have finished, and these "
+        "bullets will change as the rest land.")
+    return (f"*From {describe_runs(frame)}.{progress}*\n\n"
+            + "\n".join(f"- {b}" for b in verdict(frame)))
+
+
+# -- the paper beside this study -------------------------------------------------------------------
+def _best_auroc(frame, effects):
+    rows = effects[effects["metric"].isin(["ood.near.msp.auroc", "ood.far.msp.auroc"])
+                   & (effects["method"] != "dense")]        # the claim is about sparse training
+    if rows.empty:
+        return "no sparse MOON-baseline pairs"
+    best = rows.loc[rows["mean_diff"].idxmax()]
+    group = best["metric"].split(".")[1]
+    up = int((rows["excludes_zero"] & (rows["mean_diff"] > 0)).sum())
+    return (f"at best {interval_text(best, 100)} ({group}-OOD, {_setting(best)}); "
+            f"measurably higher in {up} of {len(rows)} setting x group cells")
+
+
+def _range(metric: str) -> Callable:
+    def measure(frame, effects):
+        rows = effects[effects["metric"] == metric]
+        if rows.empty:
+            return "no MOON-baseline pairs"
+        worse = rows["excludes_zero"] & ((rows["mean_diff"] > 0) != higher_is_better(metric))
+        return (f"{signed(100 * rows['mean_diff'].min(), 1)} to "
+                f"{signed(100 * rows['mean_diff'].max(), 1)} points; measurably worse in "
+                f"{int(worse.sum())} of {len(rows)} settings")
+    return measure
+
+
+def _setting(row) -> str:
+    model = f"{row['model']} " if "model" in row and isinstance(row.get("model"), str) else ""
+    return model + ("dense" if row["method"] == "dense"
+                    else f"{method_name(row['method'])} {float(row['density']):g}")
+
+
+def _plain(frame, method, density):
+    keep = (~flag(frame, "unknown_class") & ~flag(frame, "averaging") & (frame["method"] == method)
+            & np.isclose(frame["density"].astype(float), density))
+    return frame[keep]
+
+
+def _between(metric: str, method: str, base: str, density: float = 0.05) -> Callable:
+    def measure(frame, effects):
+        parts = []
+        for model in sorted(frame["model"].unique()):
+            part = frame[frame["model"] == model]
+            a, b = (numeric(_plain(part, m, 1.0 if m == "dense" else density), metric).dropna()
+                    for m in (method, base))
+            if len(a) and len(b):
+                w = welch_interval(a, b)
+                row = {"mean_diff": w.mean_diff, "low": w.low, "high": w.high, "n": w.n,
+                       "excludes_zero": w.excludes_zero}
+                parts.append(f"{model}: {interval_text(row, 100)}")
+        label = f"{method_name(method)} {density:g} − {method_name(base)}" + (
+            "" if base == "dense" else f" {density:g}")
+        return f"{label}: " + "; ".join(parts) if parts else "not in this study"
+    return measure
+
+
+def _dice_energy(frame, effects):
+    plain = frame[~flag(frame, "unknown_class") & ~flag(frame, "averaging")]
+    parts = []
+    for (model, method, density), runs in plain.groupby(["model", "method", "density"]):
+        if method not in ("dense",) and not np.isclose(density, 0.05):
+            continue
+        d = numeric(runs, "ood.near.dice.auroc") - numeric(runs, "ood.near.energy.auroc")
+        mean, low, high = mean_interval(d)
+        if math.isfinite(mean):
+            row = {"mean_diff": mean, "low": low, "high": high, "n": int(d.notna().sum()),
+                   "excludes_zero": bool(low > 0 or high < 0)}
+            parts.append(f"{model} {_setting({'method': method, 'density': density})}: "
+                         f"{interval_text(row, 100)}")
+    return "near-OOD AUROC, DICE − energy: " + "; ".join(parts) if parts else "not in this study"
+
+
+MEASURES: dict[str, Callable] = {
+    "moon_best_auroc": _best_auroc, "moon_accuracy": _range("id.accuracy"),
+    "moon_ece": _range("id.ece"),
+    "sparse_minus_dense_ece": _between("id.ece", "rigl", "dense"),
+    "cigl_minus_rigl_ece": _between("id.ece", "cigl", "rigl"),
+    "cigl_minus_rigl_accuracy": _between("id.accuracy", "cigl", "rigl"),
+    "dice_minus_energy_near": _dice_energy,
+}
+
+
+def published_claims(path: str | Path = PUBLISHED) -> list[dict]:
+    """The claims of the cited data file (``book/data/published.yaml``)."""
+    import yaml
+
+    claims = yaml.safe_load(Path(path).read_text())["claims"]
+    unknown = [c["measure"] for c in claims if c["measure"] not in MEASURES]
+    if unknown:
+        raise ValueError(f"{path}: unknown measure(s) {unknown}; known: {', '.join(MEASURES)}")
+    return claims
+
+
+def paper_vs_ours(frame: "pd.DataFrame", path: str | Path = PUBLISHED) -> "pd.DataFrame":
+    """Each published claim beside this study's measured answer (points, 95% intervals; " *"
+    where the interval excludes 0), with the source of the published number."""
+    import pandas as pd
+
+    effects = moon_effects(frame)
+    rows = [{"claim": c["claim"], "published": c["published"],
+             "this study": MEASURES[c["measure"]](frame, effects),
+             "source": c["source"]}
+            for c in published_claims(path)]
+    return pd.DataFrame(rows).set_index("claim")
+
+
+# -- limitations ------------------------------------------------------------------------------------
+def limitations(frame: "pd.DataFrame") -> list[str]:
+    """What bounds these results, each with its number from the result files: the seeds (and the
+    smallest detectable effect), the schedule and its cost, the benchmark's scale."""
+    effects = moon_effects(frame)
+    seeds = int(frame.groupby(["model", "method", "density", "moon"])["seed"].nunique().min())
+    mde = {m: 100 * effects.loc[effects["metric"] == m, "mde"].median() for m in PRIMARY_METRICS}
+    hours = numeric(frame, "timing.train_seconds").sum() / 3600
+    test = numeric(frame, "id.n").max() if "id.n" in frame.columns else math.nan
+    bullets = [
+        f"**Seeds.** {seeds} or more seeds per setting: the median smallest detectable MOON effect "
+        f"is ±{mde['ood.near.msp.auroc']:.1f} points of near-OOD AUROC, "
+        f"±{mde['ood.far.msp.auroc']:.1f} far, ±{mde['id.accuracy']:.1f} accuracy and "
+        f"±{mde['id.ece']:.1f} ECE (80% power, 5% level).",
+        f"**Scale.** Models of {', '.join(sorted(frame['model'].unique()))} on 28x28 greyscale "
+        f"images, trained on a 2-core CPU ({hours:.1f} hours of training in these "
+        f"{len(frame)} runs); the paper trains ResNet-18 on CIFAR, which needs a network to "
+        f"download and a GPU to train in this budget.",
+    ]
+    if math.isfinite(test):
+        bullets.append(f"**Benchmark.** {int(test):,} ID test images and the offline OOD sets of "
+                       "the benchmark page; CIFAR-100, TinyImageNet, SVHN and Places365, the "
+                       "paper's sets, cannot be downloaded here.")
+    return bullets
+
+
+# -- the long text, for a collapsible block ---------------------------------------------------------
+def headline_text(frame: "pd.DataFrame") -> str:
+    """Per model and metric: what MOON changed in every setting, in words (the detail behind the
+    verdict)."""
+    effects = moon_effects(frame)
+    lines = []
+    for row in effects.to_dict("records"):
+        p = "" if math.isnan(row["p_value"]) else f", p = {row['p_value']:.3f}"
+        lines.append(f"- {_setting(row)}, {metric_label(row['metric'], short=True)}: "
+                     f"{interval_text(row, 100)} points ({row['n']} pairs{p})")
+    return "\n".join(lines)
+
+
+# -- "what this shows": one closing paragraph per chapter -------------------------------------------
+def _bold(text: str) -> str:
+    return f"**What this shows.** {text[:1].upper()}{text[1:]}"
+
+
+def sweep_conclusion(frame: "pd.DataFrame") -> str:
+    """The sweep chapter's close: MOON's effect per metric and the premise, from :func:`verdict`."""
+    return _bold(" ".join(b.replace("**", "") for b in verdict(frame)))
+
+
+def ablation_conclusion(frame: "pd.DataFrame", metrics=("ood.near.msp.auroc",
+                                                         "ood.far.msp.auroc", "id.ece")) -> str:
+    """Which MOON part moved which metric against "none" (paired by seed), and which moved
+    nothing measurable, with the smallest change the seeds could detect."""
+    long = stats.ablation_frame(frame, metrics)
+    if long.empty:
+        return _bold("there are no ablation pairs in these results.")
+    parts = []
+    for metric in metrics:
+        rows = long[long["metric"] == metric]
+        moved = [f"{r['ablation']} {interval_text(r, 100)}" for r in rows.to_dict("records")
+                 if r["excludes_zero"]]
+        mde = 100 * rows["mde"].median()
+        name = metric_label(metric, short=True)
+        parts.append(f"{name}: " + ("; ".join(moved) if moved else
+                                    "no part moved it measurably" + (
+                                        f" (detectable: about ±{mde:.1f} points)"
+                                        if math.isfinite(mde) and mde > 0 else "")))
+    return _bold("Changes against no MOON part, points (only intervals excluding 0 are named). "
+                 + ". ".join(parts) + ".")
+
+
+def calibration_conclusion(frame: "pd.DataFrame") -> str:
+    """MOON's ECE change, and what is left of it after temperature scaling."""
+    effects = stats.paired_moon_frame(frame, metrics=[m for m in ("id.ece", "id.ts_ece")
+                                                      if m in frame.columns])
+    text = []
+    for metric in ("id.ece", "id.ts_ece"):
+        rows = effects[effects["metric"] == metric]
+        if len(rows):
+            lower = int((rows["excludes_zero"] & (rows["mean_diff"] < 0)).sum())
+            higher = int((rows["excludes_zero"] & (rows["mean_diff"] > 0)).sum())
+            text.append(f"{metric_label(metric, short=True)}: MOON − baseline "
+                        f"{signed(100 * rows['mean_diff'].min(), 1)} to "
+                        f"{signed(100 * rows['mean_diff'].max(), 1)} points, measurably lower in "
+                        f"{lower} and higher in {higher} of {len(rows)} settings")
+    temps = numeric(frame[frame["moon"] == "baseline"], "id.temperature")
+    if temps.notna().any():
+        text.append(f"the baselines' fitted temperatures range from {temps.min():.2f} to "
+                    f"{temps.max():.2f} (above 1: over-confident)")
+    return _bold("; ".join(text) + ".")
+
+
+def posthoc_conclusion(frame: "pd.DataFrame", kinds=("near", "far")) -> str:
+    """The best detector per OOD group on the plain dense and sparse models, and DICE against
+    energy."""
+    from moon.report.frame import DETECTOR_NAMES
+
+    plain = frame[frame["moon"] == "baseline"]
+    parts = []
+    for kind in kinds:
+        columns = {c: c.split(".")[2] for c in plain.columns
+                   if c.startswith(f"ood.{kind}.") and c.endswith(".auroc")}
+        if not columns:
+            continue
+        means = plain[list(columns)].apply(lambda s: numeric(plain, s.name)).mean()
+        best = means.idxmax()
+        parts.append(f"on {kind}-OOD the best detector of the plain models was "
+                     f"{DETECTOR_NAMES.get(columns[best], columns[best])} "
+                     f"({100 * means[best]:.1f}% AUROC, against {100 * means.get(f'ood.{kind}.msp.auroc', math.nan):.1f}% "
+                     f"for MSP)")
+    parts.append(_dice_energy(frame, None))
+    return _bold("; ".join(parts) + ".")
+
+
+def cost_conclusion(frame: "pd.DataFrame", inference: dict | None = None) -> str:
+    """MOON's training-time ratio, and the measured inference speed-up against the FLOP ratio."""
+    costs = stats.cost_frame(frame)
+    ratios = costs["moon_time_ratio"].dropna()
+    text = [f"MOON trained in {ratios.min():.2f}x to {ratios.max():.2f}x its baseline's time"
+            if len(ratios) else "no MOON/baseline pairs to time"]
+    if inference:
+        for row in inference["rows"]:
+            if (row["model"], row["threads"], row["batch"], row["density"]) == ("mlp", 1, 512, 0.02):
+                text.append(f"at density 0.02 the sparse MLP ran {row['speedup']:.1f}x faster than "
+                            f"dense at batch 512 on one thread, against a FLOP ratio of 50x "
+                            f"({row['speedup'] / 50:.0%} of it): kernel overheads, not "
+                            "arithmetic, bound these small layers")
+    return _bold("; ".join(text) + ".")
+
+
+def regime_conclusion(answers: dict, link: dict | None = None) -> str:
+    """The regime verdict (:func:`moon.report.regime.verdict`) and the regime contrast in words."""
+    acc = answers["dense_train_acc"]
+    temps = answers["dense_temperature"]
+    errors = answers["train_error_at_alpha_half"]
+    text = [
+        (f"the dense baseline {'fits' if answers['fits'] else 'does not fit'} its training data "
+         f"(final training accuracy {100 * min(acc):.2f}-{100 * max(acc):.2f}%)" if acc else
+         "no dense baseline runs"),
+        (f"it is {'over-confident' if answers['overconfident'] else 'not over-confident'} "
+         f"(fitted temperature {min(temps):.2f}-{max(temps):.2f})" if temps else ""),
+        (f"the premise (sparse worse calibrated than dense) holds in "
+         f"{100 * answers['premise_share']:.0f}% of sparse baseline runs (mean ECE gap "
+         f"{signed(100 * answers['premise_mean_diff'], 1)} points)"
+         if math.isfinite(answers["premise_share"]) else ""),
+        (f"when alpha reaches 0.5, MOON runs' training error is {100 * min(errors):.1f}-"
+         f"{100 * max(errors):.1f}%" if errors else ""),
+    ]
+    if link and link.get("n", 0) >= 4:
+        text.append(f"across {link['n']} MOON-baseline pairs of both studies, MOON's ECE change "
+                    f"and the baseline's temperature correlate with r = {link['r']:.2f} "
+                    f"[{link['low']:.2f}, {link['high']:.2f}], and the sign follows the "
+                    f"prediction in {100 * link['predicted_share']:.0f}% of pairs")
+    return _bold("; ".join(t for t in text if t) + ".")
