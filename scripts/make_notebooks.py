@@ -130,7 +130,10 @@ tables.id_table(result)""",
         'tables.ood_table(result, "fpr95")',
         "run_figures.reliability_diagram(result)",
         'run_figures.score_histograms(result, "msp")',
-        "run_figures.plot_history(result)"),
+        "run_figures.plot_history(result)",
+        ("from IPython.display import Markdown\n"
+         "from moon.report import headline\n"
+         "Markdown(headline.run_conclusion(result))", HIDE)),
 
     "sparsity_sweep": notebook(
         """# Sparsity against reliability
@@ -271,8 +274,9 @@ against its percentile *p* (0, 50, 70, 90, 95, 99; *p* = 0 is plain energy) for 
 models, from the sweep every evaluation stores.""",
         parameters("paper", "runs/paper", STUDY_FIELDS, study_params("paper", {"density": [1.0, 0.05]})),
         (STUDY_CELLS, HIDE),
-        ('tables.posthoc_table(frame, kind="near")', HIDE),
-        ('tables.posthoc_table(frame, kind="far")', HIDE),
+        ("figures.detector_heatmap(frame)", HIDE),
+        ('tables.posthoc_table(frame, kind="near")', COLLAPSED),
+        ('tables.posthoc_table(frame, kind="far")', COLLAPSED),
         ("tables.posthoc_gain_table(frame)", COLLAPSED),
         ("""sweep = stats.dice_sweep_frame(frame)
 if sweep.empty:   # result files written before the evaluation stored extra.dice_sweep
@@ -332,7 +336,11 @@ with a fixed α of 5, shows where it goes once α is large (dashed: p(unknown) =
 
 models = theory.toy_models(density, alpha_final, seed, epochs=15 if preset == "smoke" else 60)
 theory.plot_confidence_maps(models, data=theory.toy_data(seed=seed, std=1.0))""",
-        "theory.plot_unknown_region()"),
+        "theory.plot_unknown_region()",
+        ("summary = theory.unknown_mass_summary(models, theory.toy_data(seed=seed, std=1.0))\n"
+         "summary.round(3)", HIDE),
+        ("from IPython.display import Markdown\nMarkdown(theory.unknown_class_conclusion(summary))",
+         HIDE)),
 
     "theory_dice_variance": notebook(
         """# Theory: DICE and the variance of the outputs
@@ -363,7 +371,9 @@ model, cfg = load_model(out_dir)
 outputs = outputs_for(model, load_id(cfg.dataset), cfg, "cpu")
 sweep = theory.dice_variance_sweep(model, outputs.pop("train"), outputs, num_known=model.head.out_features - int(cfg.unknown_class))
 sweep""",
-        "theory.plot_dice_variance(sweep)"),
+        "theory.plot_dice_variance(sweep)",
+        ("from IPython.display import Markdown\nMarkdown(theory.dice_variance_conclusion(sweep))",
+         HIDE)),
 }
 
 

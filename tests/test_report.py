@@ -109,15 +109,15 @@ def test_labels():
     assert moon_label({"unknown_class": True, "averaging": False}) == "unknown class"
     assert moon_label({"unknown_class": False, "averaging": True}) == "averaging"
     assert moon_label({"unknown_class": False, "averaging": False}) == "baseline"
-    assert variant_label({"method": "rigl", "unknown_class": True, "averaging": True}) == "rigl+MOON"
-    assert variant_label({"method": "set", "unknown_class": False, "averaging": False}) == "set"
+    assert variant_label({"method": "rigl", "unknown_class": True, "averaging": True}) == "RigL + MOON"
+    assert variant_label({"method": "set", "unknown_class": False, "averaging": False}) == "SET"
 
 
 def test_results_frame_reads_complete_runs_with_near_far_means(root, frame):
     assert len(frame) == 10                                   # the failed run is left out
     assert set(frame["status"]) == {"complete"}
     assert not any(c.startswith("extra.curves") for c in frame.columns)
-    assert set(frame["variant"]) == {"rigl+MOON", "set", "dense"}
+    assert set(frame["variant"]) == {"RigL + MOON", "SET", "dense"}
     assert set(frame.loc[frame.method == "rigl", "moon"]) == {"MOON"}
     for _, row in frame.iterrows():
         for d in DETECTORS:
@@ -178,7 +178,7 @@ def test_ood_table_detectors_by_sets_in_percent(root):
 def test_density_summary_t_interval_over_seeds(frame):
     summary = density_summary(frame, "id.accuracy", "variant").set_index(["variant", "density"])
     values = [accuracy("rigl", 0.05, s) for s in (0, 1)]
-    cell = summary.loc[("rigl+MOON", 0.05)]
+    cell = summary.loc[("RigL + MOON", 0.05)]
     half = stats.t.ppf(0.975, 1) * statistics.stdev(values) / math.sqrt(2)
     assert cell["n"] == 2 and not cell["dense"]
     assert cell["mean"] == pytest.approx(statistics.mean(values))
@@ -196,7 +196,7 @@ def test_reliability_diagram_one_and_many(root, tmp_path):
     runs = [load_result(root / f"{m}_{d}_0") for m, d, _ in GRID[:3]]
     one = reliability_diagram(runs[0], path=tmp_path / "one.png")
     assert isinstance(one, Figure) and len(one.axes) == 2       # bars + bin counts
-    assert one.axes[0].get_title().startswith("rigl+MOON 0.05 ECE 3.0%")
+    assert one.axes[0].get_title().startswith("RigL + MOON 0.05 ECE 3.0%")
     many = reliability_diagram(runs, path=tmp_path / "many.png", title="seed 0")
     assert len(many.axes) == 6
     assert (tmp_path / "one.png").stat().st_size > 0 and (tmp_path / "many.png").stat().st_size > 0
@@ -286,3 +286,26 @@ def test_runs_table_lists_every_result_with_its_provenance(root, tmp_path):
     save_result(run, tmp_path / "other" / "r")
     row = runs_table([tmp_path / "other"]).iloc[0]
     assert row["git"] == "0123456789+dirty" and row["threads"] == 1
+
+
+def test_run_conclusion_names_the_best_detector_of_each_group(root):
+    from moon.report import headline
+    from moon.report.tables import ood_table
+
+    run = load_result(root / "rigl_0.05_0")
+    text = headline.run_conclusion(run)
+    table = ood_table(run, "auroc")
+    best = table["near mean"].idxmax()
+    assert text.startswith("**What this shows.** This run (RigL 0.05")
+    assert f"{100 * run.id['accuracy']:.1f}% accuracy" in text
+    assert f"({table.loc[best, 'near mean']:.1f}% AUROC; MSP {table.loc['msp', 'near mean']:.1f}%)" in text
+
+
+def test_detector_heatmap_annotates_the_mean_auroc(frame, tmp_path):
+    from moon.report.figures import detector_heatmap
+
+    fig = detector_heatmap(frame, kinds=("far",), detectors=["msp"], path=tmp_path / "h.png")
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    means = 100 * frame.groupby(["method", "density", "moon"])["ood.far.msp.auroc"].mean()
+    assert texts == [f"{v:.0f}" for v in means]
+    assert (tmp_path / "h.png").is_file()

@@ -193,3 +193,21 @@ def test_interval_text_signs_points_and_marks():
     assert interval_text(negative, 1) == "\u22120.050 [\u22120.075, \u22120.025] *"   # raw: 3 dp
     one = dict(row, n=1, low=math.nan, high=math.nan)
     assert interval_text(one, 100) == "+1.2"                           # one pair: no interval
+
+
+def test_verdict_leads_with_an_effect_only_when_most_settings_moved():
+    import pandas as pd
+
+    from moon.report import headline
+
+    def bullet(flags, diffs):
+        rows = pd.DataFrame({"metric": "id.ece", "mean_diff": diffs, "excludes_zero": flags,
+                             "mde": 0.01, "low": 0.0, "high": 0.0, "n": 5})
+        return headline._effect_bullet(rows, "id.ece")
+
+    assert bullet([False] * 3, [-0.01] * 3).startswith("**MOON did not measurably change ECE**")
+    assert bullet([True, True, False], [-0.01] * 3).startswith("**MOON improved ECE**")
+    assert bullet([True, True, False], [0.01] * 3).startswith("**MOON made ECE worse**")
+    assert bullet([True, False, False], [0.01] * 3).startswith(
+        "**MOON changed ECE in only 1 of 3 settings**")
+    assert "about ±1.0 points could not have been seen" in bullet([False] * 3, [0.0] * 3)

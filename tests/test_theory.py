@@ -205,3 +205,30 @@ def test_plots_return_figures_and_write_pngs(tmp_path, sweep_inputs):
         assert (tmp_path / name).stat().st_size > 10_000
     assert len(figures["maps.png"].axes) == 3           # two panels and the colour bar
     assert len(figures["dice.png"].axes) == 2
+
+
+def test_unknown_mass_summary_splits_mass_by_correctness():
+    class Fixed(nn.Module):               # logits chosen so the answer is known by hand
+        def forward(self, x):
+            return x
+    x = torch.tensor([[5.0, 0.0, 0.0, 0.0], [0.0, 5.0, 0.0, 1.0], [0.0, 0.0, 5.0, 2.0]])
+    y = torch.tensor([0, 0, 2])            # the second point is misclassified
+    summary = theory.unknown_mass_summary({"k+1": Fixed()}, (x, y), num_known=3)
+    p = torch.softmax(x, dim=1)[:, 3]
+    row = summary.loc["k+1"]
+    assert row["misclassified"] == 1
+    assert row["on misclassified (%)"] == pytest.approx(100 * float(p[1]))
+    assert row["on correct (%)"] == pytest.approx(100 * float(p[[0, 2]].mean()))
+    assert row["p(unknown), all (%)"] == pytest.approx(100 * float(p.mean()))
+    assert "1 misclassified points" in theory.unknown_class_conclusion(summary)
+
+
+def test_dice_variance_conclusion_reads_the_sweep():
+    import pandas as pd
+
+    sweep = pd.DataFrame({"p": [0, 0, 90, 90], "set": ["id", "far", "id", "far"],
+                          "logit_variance": [4.0, 8.0, 2.0, 2.0],
+                          "auroc_vs_id": [float("nan"), 0.80, float("nan"), 0.85]})
+    text = theory.dice_variance_conclusion(sweep)
+    assert "to 0.50 of its dense-head value on ID data and to 0.25-0.25" in text
+    assert "it held for 1 of 1 sets" in text and "+5.0 to +5.0 points" in text

@@ -346,3 +346,30 @@ def inference_figure(inference: dict, path: str | Path | None = None):
         ax.set(ylabel="speed-up over dense (x, log)", title=f"{model}, 1 thread")
     axes[0].legend(fontsize=7)
     return save(fig, path)
+
+
+def detector_heatmap(frame: "pd.DataFrame", kinds=("near", "far"), detectors=None,
+                     path: str | Path | None = None):
+    """Mean AUROC (%) of every post-hoc detector (columns) per setting (rows: model, method,
+    density, baseline or MOON), a panel per OOD group, annotated; the colour scale is shared."""
+    import seaborn as sns
+
+    from moon.report.frame import DETECTOR_NAMES
+
+    detectors = detectors or [d for d in DETECTOR_NAMES
+                              if any(f"ood.{k}.{d}.auroc" in frame.columns for k in kinds)]
+    keys = with_model(frame, ["method", "density", "moon"])
+    fig, axes = panel_grid(len(kinds), 0.55 * len(detectors) + 2.4,
+                           0.3 * frame.groupby(keys).ngroups + 1.4, ncols=1)
+    for ax, kind in zip(axes, kinds):
+        columns = [f"ood.{kind}.{d}.auroc" for d in detectors if f"ood.{kind}.{d}.auroc" in frame]
+        table = 100 * frame.groupby(keys)[columns].mean()
+        table.columns = [DETECTOR_NAMES.get(c.split(".")[2], c) for c in columns]
+        table.index = [" ".join(f"{v:g}" if isinstance(v, float) else method_name(str(v))
+                                for v in (key if isinstance(key, tuple) else (key,)))
+                       for key in table.index]
+        sns.heatmap(table, ax=ax, annot=True, fmt=".0f", cmap="viridis", vmin=50, vmax=100,
+                    cbar=ax is axes[-1], annot_kws={"fontsize": 6})
+        ax.set_title(f"{kind}-OOD AUROC (%)", fontsize=9)
+        ax.tick_params(labelsize=7)
+    return save(fig, path)

@@ -99,10 +99,10 @@ def moon_label(config: Mapping) -> str:
 
 
 def variant_label(config: Mapping) -> str:
-    """``method`` for a baseline run, ``method+MOON`` for a full MOON run, ``method+<part>`` when
-    only one MOON part (unknown class or averaging) is on."""
-    label = moon_label(config)
-    return config["method"] if label == BASELINE else f"{config['method']}+{label}"
+    """The book's name of a run's variant: "RigL" for a baseline run, "RigL + MOON" for a full
+    MOON run, "RigL + unknown class" when only one MOON part is on."""
+    label, method = moon_label(config), method_name(config["method"])
+    return method if label == BASELINE else f"{method} + {label}"
 
 
 def ablation_label(config: Mapping) -> str:

@@ -50,12 +50,15 @@ def _effect_bullet(effects: "pd.DataFrame", metric: str) -> str | None:
     mde = 100 * rows["mde"].median()
     seen = f"; changes smaller than about ±{mde:.1f} points could not have been seen" \
         if math.isfinite(mde) else " (single runs: no intervals)"
-    if better.sum() > worse.sum():
-        lead = f"MOON improved {name}"
-    elif worse.sum() > better.sum():
-        lead = f"MOON made {name} worse"
-    else:
+    n_better, n_worse = int(better.sum()), int(worse.sum())
+    if n_better + n_worse == 0:
         lead = f"MOON did not measurably change {name}"
+    elif 2 * n_better > len(rows) and n_worse == 0:
+        lead = f"MOON improved {name}"
+    elif 2 * n_worse > len(rows) and n_better == 0:
+        lead = f"MOON made {name} worse"
+    else:    # a minority of settings moved: say so rather than call it an effect
+        lead = f"MOON changed {name} in only {n_better + n_worse} of {len(rows)} settings"
     return (f"**{lead}**: by {signed(diffs.min(), 1)} to {signed(diffs.max(), 1)} points "
             f"across {len(rows)} settings, better in {int(better.sum())} and worse in "
             f"{int(worse.sum())} (95% interval excluding 0){seen}.")
@@ -354,3 +357,29 @@ def regime_conclusion(answers: dict, link: dict | None = None) -> str:
                     f"[{link['low']:.2f}, {link['high']:.2f}], and the sign follows the "
                     f"prediction in {100 * link['predicted_share']:.0f}% of pairs")
     return _bold("; ".join(t for t in text if t) + ".")
+
+
+def run_conclusion(result) -> str:
+    """One run's close: its accuracy and calibration, and the best detector per OOD group
+    against MSP (from the run's ``result.json``)."""
+    from moon.report.frame import DETECTOR_NAMES
+    from moon.report.tables import ood_table
+
+    cfg, ident = result.config, result.id
+    table = ood_table(result, "auroc")
+    from moon.report.frame import moon_label
+
+    setting = _setting({"method": cfg["method"], "density": cfg["density"]})
+    parts = [f"this run ({setting}, {moon_label(cfg)}, {cfg['model']}, {cfg['epochs']} epochs) "
+             f"reached "
+             f"{100 * ident['accuracy']:.1f}% accuracy with ECE {100 * ident['ece']:.1f}%"
+             + (f" (fitted temperature {ident['temperature']:.2f})" if "temperature" in ident
+                else "")]
+    for group in ("near", "far", "noise"):
+        column = f"{group} mean"
+        if column in table.columns and table[column].notna().any():
+            best = table[column].idxmax()
+            parts.append(f"on {group}-OOD the best detector was {DETECTOR_NAMES.get(best, best)} "
+                         f"({table.loc[best, column]:.1f}% AUROC; MSP {table.loc['msp', column]:.1f}%)"
+                         if "msp" in table.index else "")
+    return _bold("; ".join(p for p in parts if p) + ".")
