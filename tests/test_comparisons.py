@@ -617,6 +617,25 @@ def test_chapter_conclusions_name_their_numbers(frame, ablation_frame):
         headline.cost_conclusion(frame)
 
 
+def test_calibration_and_regime_conclusions_carry_their_numbers(frame):
+    from moon.report import headline
+
+    ece = paired_moon_frame(frame, metrics=("id.ece",))
+    text = headline.calibration_conclusion(frame)
+    lower = int((ece["excludes_zero"] & (ece["mean_diff"] < 0)).sum())
+    assert text.startswith("**What this shows.** ECE: MOON − baseline")
+    assert f"measurably lower in {lower} and higher in 0 of {len(ece)} settings" in text
+    answers = {"fits": True, "dense_train_acc": [0.995, 0.999], "overconfident": True,
+               "dense_temperature": [1.5, 1.8], "premise_share": 0.25,
+               "premise_mean_diff": -0.016, "train_error_at_alpha_half": [0.02, 0.1]}
+    link = {"n": 10, "r": -0.5, "low": -0.8, "high": 0.1, "predicted_share": 0.6}
+    regime = headline.regime_conclusion(answers, link)
+    assert "The dense baseline fits its training data (final training accuracy 99.50-99.90%)" in regime
+    assert "fitted temperature 1.50-1.80" in regime and "holds in 25% of sparse" in regime
+    assert "mean ECE gap −1.6 points" in regime and "training error is 2.0-10.0%" in regime
+    assert "r = -0.50 [-0.80, 0.10]" in regime and "in 60% of pairs" in regime
+
+
 def sweep_frame() -> pd.DataFrame:
     """Runs with a DICE sweep: AUROC = 0.7 + p/1000 + set offset + seed noise, sparse runs 0.02
     lower; two near sets (offsets 0 and 0.04) and one far set."""

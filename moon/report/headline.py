@@ -284,10 +284,13 @@ def calibration_conclusion(frame: "pd.DataFrame") -> str:
         if len(rows):
             lower = int((rows["excludes_zero"] & (rows["mean_diff"] < 0)).sum())
             higher = int((rows["excludes_zero"] & (rows["mean_diff"] > 0)).sum())
+            mde = 100 * rows["mde"].median()
+            seen = (f" (changes under about ±{mde:.1f} points could not be seen)"
+                    if math.isfinite(mde) and mde > 0 else "")
             text.append(f"{metric_label(metric, short=True)}: MOON − baseline "
                         f"{signed(100 * rows['mean_diff'].min(), 1)} to "
                         f"{signed(100 * rows['mean_diff'].max(), 1)} points, measurably lower in "
-                        f"{lower} and higher in {higher} of {len(rows)} settings")
+                        f"{lower} and higher in {higher} of {len(rows)} settings{seen}")
     temps = numeric(frame[frame["moon"] == "baseline"], "id.temperature")
     if temps.notna().any():
         text.append(f"the baselines' fitted temperatures range from {temps.min():.2f} to "
