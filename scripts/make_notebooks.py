@@ -181,8 +181,9 @@ training error is small and α is large. Do our runs live there? Per epoch: trai
 validation ECE and fitted temperature, and MOON's unknown-class probability on the training data.
 
 **Default.** The paper-length study (`paper` preset, `studies/paper.yaml`) beside the short
-schedule (`cpu` preset: 10 epochs on 15,000 images, `studies/full.yaml`), read from their result
-folders; missing runs are not trained here (`-p run_missing True` trains them).
+schedule (`cpu` preset: 10 epochs on 15,000 images, `studies/full.yaml`). Like the sweep chapter
+it trains the paper-length study's missing runs (hours; `-p run_missing False` shows only the
+finished ones, as the book does); the short-schedule runs are read as they ran, never trained here.
 
 **What to look at.** The regime answers (does dense fit and over-confide, is sparse more
 over-confident than dense, how large is training error when α reaches 0.5), the curves, the

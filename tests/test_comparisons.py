@@ -17,8 +17,8 @@ from matplotlib.figure import Figure
 from scipy import stats
 
 from moon.config import RunConfig
-from moon.metrics import mean_interval as t_interval
-from moon.metrics import welch_interval
+from moon.statistics import mean_interval as t_interval
+from moon.statistics import welch_interval
 from moon.report import stats as report_stats
 from moon.report.figures import ablation_plot, calibration_overview, headline_figure
 from moon.report.frame import (ABLATION_ORDER, PRIMARY_METRICS, ablation_label, metric_label,
@@ -694,7 +694,7 @@ def test_dice_sweep_frame_is_empty_for_old_results(frame):
 
 def test_primary_endpoints_are_one_holm_family_with_detectable_effects(frame):
     from moon.report.stats import primary_endpoints
-    from moon.metrics import holm
+    from moon.statistics import holm
 
     endpoints = {"primary": {"contrast": {"axis": "moon"}, "alpha": 0.05,
                              "cells": {"method": ["rigl", "set"], "density": [0.05, 0.1]},

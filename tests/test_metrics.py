@@ -9,10 +9,10 @@ import pytest
 import torch
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from moon.metrics import (Calibration, OODMetrics, adaptive_ece, bin_index, bootstrap_ci,
-                          fit_temperature,
-                          calibration, expected_calibration_error, fpr_at_tpr, ood_metrics,
-                          paired_comparison, released_ece, reliability, seed_summary)
+from moon.metrics import (Calibration, OODMetrics, adaptive_ece, bin_index, calibration,
+                          expected_calibration_error, fit_temperature, fpr_at_tpr, ood_metrics,
+                          released_ece, reliability)
+from moon.statistics import bootstrap_ci, paired_comparison, seed_summary
 
 
 # --------------------------------------------------------------------------------------------------
@@ -299,7 +299,7 @@ def test_minimum_detectable_effect_matches_the_power_it_promises():
     """Simulated: a true difference of one MDE is detected in about 80% of paired experiments."""
     from scipy import stats as st
 
-    from moon.metrics import min_detectable_effect
+    from moon.statistics import min_detectable_effect
     n, sd = 5, 2.0
     mde = min_detectable_effect(sd, n)
     assert 2.0 * (st.t.ppf(0.975, 4) + st.t.ppf(0.8, 4)) / 5 ** 0.5 == pytest.approx(mde, rel=0.1)
@@ -313,7 +313,7 @@ def test_minimum_detectable_effect_matches_the_power_it_promises():
 def test_holm_matches_its_definition_and_paired_p_values_match_scipy():
     from scipy import stats as st
 
-    from moon.metrics import holm, paired_comparison
+    from moon.statistics import holm, paired_comparison
     p = np.array([0.01, 0.04, 0.03, 0.2])
     order = np.argsort(p)
     expected = np.maximum.accumulate(np.minimum(1, (len(p) - np.arange(len(p))) * p[order]))

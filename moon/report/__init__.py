@@ -4,7 +4,7 @@
 module                        its one job                                                 imports (moon.report)
 ============================  ==========================================================  =================
 :mod:`~moon.report.frame`     result files -> one frame; the vocabulary (names, units)    -
-:mod:`~moon.report.stats`     comparisons and statistics (intervals from moon.metrics)    frame
+:mod:`~moon.report.stats`     comparisons and statistics (intervals: moon.statistics)     frame
 :mod:`~moon.report.regime`    is this the paper's regime? the regime contrast             frame, stats
 :mod:`~moon.report.tables`    page tables, formatted to the precision they carry          frame, stats
 :mod:`~moon.report.plotting`  what every figure shares: palette, saving, axes             -

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
-from moon.metrics import mean_interval, welch_interval
+from moon.statistics import mean_interval, welch_interval
 from moon.report import stats
 from moon.report.frame import (PRIMARY_METRICS, describe_runs, flag, higher_is_better,
                                method_name, metric_label, numeric, with_model)

@@ -1,11 +1,11 @@
 """Comparisons and statistics over the frame of :func:`moon.report.frame.results_frame`.
 
 Every function returns numbers in the frame's units (fractions), one row per comparison; the page
-formatting is :mod:`moon.report.tables`' job and every interval comes from :mod:`moon.metrics`.
+formatting is :mod:`moon.report.tables`' job and every interval comes from :mod:`moon.statistics`.
 Intervals are **paired** where two runs share seed and configuration but one switch (MOON -
-baseline, a MOON part - "none") or are one run (DICE - energy): :func:`moon.metrics.paired_comparison`'s
+baseline, a MOON part - "none") or are one run (DICE - energy): :func:`moon.statistics.paired_comparison`'s
 t-interval over the differences. Sparse - dense is **unpaired** (runs of two methods with one seed
-number share no weights or masks): :func:`moon.metrics.welch_interval`.
+number share no weights or masks): :func:`moon.statistics.welch_interval`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from moon.metrics import Paired, holm, mean_interval, paired_comparison, welch_interval
+from moon.statistics import Paired, holm, mean_interval, paired_comparison, welch_interval
 from moon.report.frame import (MOON_PARTS, PRIMARY_METRICS, ablation_labels, flag, label_order,
                                numeric, ood_kind, require_columns, with_model)
 
@@ -80,7 +80,7 @@ def moon_pairs(frame: "pd.DataFrame", values) -> "pd.DataFrame":
 
 
 def paired_rows(pairs_frame: "pd.DataFrame", metrics, by, level: float) -> "pd.DataFrame":
-    """Long frame: per ``by`` group and metric, :func:`moon.metrics.paired_comparison` of
+    """Long frame: per ``by`` group and metric, :func:`moon.statistics.paired_comparison` of
     ``<metric>_t`` against ``<metric>_b`` over the pairs where both are present."""
     import pandas as pd
 
@@ -147,7 +147,7 @@ def primary_endpoints(frame: "pd.DataFrame", endpoints: Mapping[str, Any]) -> "p
     """A study's declared primary family (its ``endpoints.primary`` section: contrast, cells,
     metrics, alpha) evaluated on ``frame``: one row per cell and metric with ``mean_diff, low, high,
     p_value, mde, n``, plus Holm's adjusted ``p_holm`` across the whole family
-    (:func:`moon.metrics.holm`) and ``significant`` (adjusted p below alpha)."""
+    (:func:`moon.statistics.holm`) and ``significant`` (adjusted p below alpha)."""
     primary = endpoints.get("primary") or {}
     contrast = primary.get("contrast", {})
     if contrast and contrast.get("axis") != "moon":
@@ -284,7 +284,7 @@ def dice_sweep_frame(frame: "pd.DataFrame", by=("method", "density", "moon"),
 def density_summary(frame: "pd.DataFrame", metric: str = "id.accuracy", hue: str = "variant",
                     confidence: float = 0.95) -> "pd.DataFrame":
     """Per (``hue``, density) cell: runs ``n``, ``mean``, ``std`` (ddof 1) and the t-interval
-    ``low``/``high`` (:func:`moon.metrics.mean_interval`; NaN for one run), in the frame's units.
+    ``low``/``high`` (:func:`moon.statistics.mean_interval`; NaN for one run), in the frame's units.
     ``dense`` is True where every run of the cell has method "dense"."""
     import pandas as pd
 
