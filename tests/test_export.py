@@ -78,6 +78,26 @@ def test_logits_equal_the_dense_masked_model(tmp_path, model, unknown_class, fmt
 
 
 @pytest.mark.parametrize("model", ["mlp", "lenet5"])
+@pytest.mark.parametrize("kernel", ["csr", "dense"])
+def test_direct_calls_give_exactly_the_module_path(tmp_path, model, kernel):
+    """The forward without nn.Module calls runs the same kernels: bit-identical logits and
+    features; a hook on any module switches it off, so the hook runs."""
+    run = masked_run(tmp_path / "run", model, 0.05, True)
+    sparse = load_exported(export(run, "csr").path, kernel=kernel, timer=FakeTimer())
+    x = images(9)
+    with torch.no_grad():
+        got, got_features = sparse(x), sparse.features(x)
+        assert sparse._direct is not None and len(sparse._direct) == len(sparse.net.body) + 1
+        torch.testing.assert_close(got, sparse.net(x), rtol=0, atol=0)
+        torch.testing.assert_close(got_features, sparse.net.features(x), rtol=0, atol=0)
+        seen = []
+        handle = sparse.net.head.register_forward_hook(lambda m, i, o: seen.append(o.shape))
+        hooked = sparse(x)
+        handle.remove()
+    assert seen == [hooked.shape] and torch.equal(hooked, got)
+
+
+@pytest.mark.parametrize("model", ["mlp", "lenet5"])
 def test_dense_model_exports_and_matches(tmp_path, model):
     run = masked_run(tmp_path / "run", model, density=1.0)
     reference, _ = load_model(run)
