@@ -313,3 +313,25 @@ def test_released_dropconnect_stashes_and_restores():
     stepped = masking.params[name].detach()[restored]
     grad_step = 0.1 * masking.params[name].grad[restored]
     torch.testing.assert_close(stepped, before[name][restored] - grad_step)
+
+
+@pytest.mark.parametrize("case", ["continuous", "ties", "drop", "grow", "nan", "huge_k"])
+def test_topk_mask_is_exactly_torch_topk_set(case):
+    """The prefiltered top-k (masks.topk_indices) selects the very set torch.topk selects on the
+    whole tensor, ties, infinities and NaN included (a RigL update must not change)."""
+    g = torch.Generator().manual_seed(3)
+    for trial in range(20):
+        n = 235_200 if trial % 2 else 70_000
+        x = torch.randn(n, generator=g)
+        if case == "ties":
+            x = x.round(decimals=1)
+        elif case == "drop":            # inactive at -inf, as drop_magnitude scores them
+            x = -x.abs().masked_fill(torch.rand(n, generator=g) < 0.95, float("inf"))
+        elif case == "grow":            # active at -1, as grow_gradient scores them
+            x = x.abs().masked_fill(torch.rand(n, generator=g) < 0.05, -1.0)
+        elif case == "nan":
+            x[torch.randint(0, n, (5,), generator=g)] = float("nan")
+        k = int(torch.randint(1, n // (2 if case == "huge_k" else 40), (1,), generator=g))
+        want = torch.zeros(n, dtype=torch.bool)
+        want[torch.topk(x, k, sorted=False).indices] = True
+        assert torch.equal(M.topk_mask(x, k), want), (case, trial, k)
