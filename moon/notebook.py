@@ -3,6 +3,7 @@
 papermill injects every ``-p NAME VALUE`` as an assignment after the ``parameters`` cell, whether or
 not the template declares ``NAME``; a misspelt name (``-p densty 0.1``) would run the defaults and
 exit 0. :func:`check_parameters`, the first statement after the parameters, refuses such names.
+:func:`show_whole_tables` sets pandas' display options for a page of the book.
 """
 
 from __future__ import annotations
@@ -38,3 +39,13 @@ def check_parameters(namespace: Mapping[str, Any], allowed: Iterable[str] | None
             hints.append(f"{name!r}" + (f" (did you mean {' or '.join(close)}?)" if close else ""))
         raise ValueError(f"unknown notebook parameter(s) {', '.join(hints)}; this notebook's "
                          f"parameters are: {', '.join(sorted(names))}")
+
+
+def show_whole_tables() -> None:
+    """Let pandas show every row, column and character of a table (its defaults cut a table at
+    60 rows, 20 columns and 50 characters per cell, with "..." where the book must show the
+    text, such as a data source or a published claim)."""
+    import pandas as pd
+
+    for option in ("display.max_rows", "display.max_columns", "display.max_colwidth"):
+        pd.set_option(option, None)

@@ -277,6 +277,26 @@ def dice_variance_sweep(model: nn.Module, train: Outputs, sets: dict[str, Output
                                        "energy_mean", "energy_std", "auroc_vs_id"])
 
 
+def dice_variance_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """:func:`dice_variance_sweep` for a page: a row per ``p`` with the share of the known rows'
+    weights kept, the mean known-logit variance of each set (3 significant digits) and the AUROC
+    (%, one decimal) of DICE's score, ID against each OOD set."""
+    import pandas as pd
+
+    order = list(dict.fromkeys(frame["set"]))
+    variance = frame.pivot(index="p", columns="set", values="logit_variance")[order]
+    ood = frame[frame["set"] != "id"]
+    auroc = (100 * ood.pivot(index="p", columns="set", values="auroc_vs_id"))[
+        [s for s in order if s != "id"]]
+    kept = frame.groupby("p")["kept_fraction"].first()
+    table = pd.concat({"weights kept": kept.map("{:.2f}".format).to_frame("share"),
+                       "logit variance": variance.map("{:.3g}".format),
+                       "AUROC vs ID (%)": auroc.map("{:.1f}".format)}, axis=1)
+    table.index = [f"{p:g}" for p in table.index]
+    table.index.name = "p"
+    return table
+
+
 def plot_dice_variance(frame: pd.DataFrame, path: str | Path | None = None):
     """Two panels from :func:`dice_variance_sweep`: the mean known-logit variance against ``p``
     (one line per set, ID bold and black; log y when positive) and the AUROC (ID vs each OOD set,

@@ -13,10 +13,12 @@ loaded and its images have settled, it reports:
   ``div.output.traceback`` and ``div.output.stderr``; classic notebooks as ``.output_error`` and
   ``.output_stderr``), and page text (outside code-cell inputs) containing a Python traceback,
   ``NameError`` or ``ModuleNotFoundError``;
-* on the intro page (the page ``index.html`` redirects to), a headline figure visible above the
-  fold: the image of ``figure#headline`` / an element whose id starts with ``headline`` /
-  ``.headline-figure`` when there is one, else the first image of the main content area, must have
-  a height and start above the bottom of the first screen.
+* on the intro page (the page ``index.html`` redirects to), the reader's first screen: the
+  headline figure (the image of ``figure#headline`` / an element whose id starts with
+  ``headline`` / ``.headline-figure`` when there is one, else the first image of the main content
+  area) and the verdict (the first list shown in the main content) must have a height and lie
+  wholly on the first screen, and the paper-vs-ours table (the first table shown) must start on
+  it; where the table ends is printed.
 
 Screenshots of the first screen of the intro and of ``chapters/sparsity_sweep.html`` go to ``--out``.
 One line per page; exit status 0 when every page is fine, 1 on any problem, 2 when the build folder,
@@ -169,17 +171,34 @@ def image_problems(images: list[dict]) -> list[str]:
     return [f"{len(broken)} broken image(s): " + ", ".join(broken)] if broken else []
 
 
-def headline_problems(box: dict | None) -> list[str]:
-    """Whether the headline figure (``{"top", "height", "innerHeight", "what"}``) is above the fold."""
-    if box is None:
-        return ["no headline figure: the main content has no image"]
+def first_screen_problems(boxes: dict) -> list[str]:
+    """Whether the intro's parts are on the first screen. ``boxes`` maps "headline figure",
+    "verdict" and "paper table" to ``{"top", "bottom", "height", "innerHeight", "what"}`` (None
+    when the page has no such element): the figure and the verdict must lie wholly on the first
+    screen, the table must start on it."""
     problems = []
-    if not box["height"] > 0:
-        problems.append(f"headline figure {box['what']} has no height")
-    if not box["top"] < box["innerHeight"]:
-        problems.append(f"headline figure {box['what']} is below the fold "
-                        f"(top {box['top']:.0f}px, first screen {box['innerHeight']}px)")
+    for name, whole in (("headline figure", True), ("verdict", True), ("paper table", False)):
+        box = boxes.get(name)
+        if box is None:
+            problems.append(f"no {name}: the main content has no "
+                            + {"headline figure": "image", "verdict": "list",
+                               "paper table": "table"}[name])
+            continue
+        if not box["height"] > 0:
+            problems.append(f"{name} {box['what']} has no height")
+        end = box["bottom"] if whole else box["top"]
+        if not end <= box["innerHeight"]:
+            problems.append(f"{name} {box['what']} is below the fold ("
+                            + ("bottom" if whole else "top")
+                            + f" {end:.0f}px, first screen {box['innerHeight']}px)")
     return problems
+
+
+def first_screen_note(boxes: dict) -> str:
+    """Where the paper table ends, for the intro's line ("table ends at 856 of 900px")."""
+    box = boxes.get("paper table")
+    return "" if box is None else (f" (paper table ends at {box['bottom']:.0f} of "
+                                   f"{box['innerHeight']}px)")
 
 
 # --- the browser ----------------------------------------------------------------------------------
@@ -198,18 +217,24 @@ imgs.forEach(img => { if (img.loading === 'lazy') img.loading = 'eager'; });
 FACTS_JS = """
 const images = Array.from(document.images).map(img => ({
   src: img.getAttribute('src'), complete: img.complete, naturalWidth: img.naturalWidth}));
-let headline = null;
 const main = document.querySelector('article.bd-article, main, [role="main"]') || document.body;
 const picks = ['figure#headline', '[id^="headline"]', '.headline-figure'].flatMap(
   sel => Array.from(document.querySelectorAll(sel))).map(
   el => el.tagName === 'IMG' ? el : el.querySelector('img')).filter(el => el);
+const box = (el, what) => {
+  if (!el) return null;
+  const r = el.getBoundingClientRect();
+  return {top: r.top, bottom: r.bottom, height: r.height, innerHeight: window.innerHeight,
+          what: what};
+};
 const img = picks[0] || main.querySelector('img');
-if (img) {
-  const r = img.getBoundingClientRect();
-  headline = {top: r.top, height: r.height, innerHeight: window.innerHeight,
-              what: img.getAttribute('src')};
-}
-return {images: images, headline: headline, html: document.documentElement.outerHTML};
+// the first one shown: an output folded away (hide-output) is in the page but has no box
+const shown = sel => Array.from(main.querySelectorAll(sel)).find(
+  el => el.getBoundingClientRect().height > 0) || main.querySelector(sel);
+const boxes = {'headline figure': box(img, img ? img.getAttribute('src') : ''),
+               'verdict': box(shown('ul'), '(first list)'),
+               'paper table': box(shown('table'), '(first table)')};
+return {images: images, boxes: boxes, html: document.documentElement.outerHTML};
 """
 
 
@@ -292,8 +317,9 @@ def screenshot_name(page: str) -> str:
 
 
 def check_page(driver, url: str, is_intro: bool, screenshot: Path | None,
-               timeout: float) -> list[str]:
-    """Load one page and return its problems (saving the first screen to ``screenshot``)."""
+               timeout: float) -> tuple[list[str], str]:
+    """Load one page and return its problems and a note for its line (saving the first screen to
+    ``screenshot``)."""
     from selenium.webdriver.support.ui import WebDriverWait
 
     driver.get(url)
@@ -303,11 +329,13 @@ def check_page(driver, url: str, is_intro: bool, screenshot: Path | None,
     driver.execute_script("window.scrollTo(0, 0);")
     facts = driver.execute_script(FACTS_JS)
     problems = image_problems(facts["images"]) + content_problems(facts["html"])
+    note = ""
     if is_intro:
-        problems += headline_problems(facts["headline"])
+        problems += first_screen_problems(facts["boxes"])
+        note = first_screen_note(facts["boxes"])
     if screenshot is not None:
         driver.save_screenshot(str(screenshot))
-    return problems
+    return problems, note
 
 
 def run_checks(build: Path, pages: list[str], out: Path, chromium: str, chromedriver: str,
@@ -324,11 +352,13 @@ def run_checks(build: Path, pages: list[str], out: Path, chromium: str, chromedr
             for page in pages:
                 shot = out / screenshot_name(page) if page in (intro, *SCREENSHOT_PAGES) else None
                 try:
-                    problems = check_page(driver, base + page, page == intro, shot, timeout)
+                    problems, note = check_page(driver, base + page, page == intro, shot,
+                                                timeout)
                 except Exception as err:  # noqa: BLE001 - a page that fails to load is a problem
-                    problems = [f"could not check the page: {short_error(err)}"]
+                    problems, note = [f"could not check the page: {short_error(err)}"], ""
                 failed += bool(problems)
-                print(f"{page}: " + ("ok" if not problems else "; ".join(problems)), flush=True)
+                print(f"{page}: " + ("ok" if not problems else "; ".join(problems)) + note,
+                      flush=True)
     finally:
         driver.quit()
     return failed

@@ -71,7 +71,8 @@ def study_params(study: str, only: dict | None = None) -> dict:
 def check(fields: list[str] | None = None, extra: tuple[str, ...] = ()) -> str:
     """The first lines after the parameters: refuse ``-p`` names the template does not declare."""
     args = "globals()" + (f", {fields!r}" if fields is not None else "") + (f", extra={extra!r}" if extra else "")
-    return f"from moon.notebook import check_parameters\ncheck_parameters({args})\n"
+    return (f"from moon.notebook import check_parameters, show_whole_tables\n"
+            f"check_parameters({args})\nshow_whole_tables()\n")
 
 
 STUDY_CELLS = check(STUDY_FIELDS, ("study", "only", "run_missing")) + """
@@ -82,7 +83,6 @@ from moon.report import figures, headline, run_figures, stats, tables
 from moon.report.frame import by_model, describe_runs, results_frame
 from moon.study import collect, run_study
 
-pd.set_option("display.max_rows", 500)     # the book shows whole tables
 overrides = overrides_from_namespace(globals())
 if run_missing:
     statuses = run_study(study, out_dir, preset=preset, only=only, progress=False, **overrides)

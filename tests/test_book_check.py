@@ -112,12 +112,26 @@ def test_image_problems_list_the_broken_sources():
     assert bc.image_problems(images[:1]) == []
 
 
-def test_headline_problems():
-    assert bc.headline_problems({"top": 120, "height": 300, "innerHeight": 900, "what": "a.png"}) == []
-    assert bc.headline_problems(None) == ["no headline figure: the main content has no image"]
-    low = bc.headline_problems({"top": 1500, "height": 0, "innerHeight": 900, "what": "a.png"})
+def _box(top, height, what="a.png"):
+    return {"top": top, "bottom": top + height, "height": height, "innerHeight": 900,
+            "what": what}
+
+
+def test_first_screen_problems():
+    fine = {"headline figure": _box(120, 300), "verdict": _box(430, 200, "(first list)"),
+            "paper table": _box(650, 400, "(first table)")}       # a table may end below
+    assert bc.first_screen_problems(fine) == []
+    assert bc.first_screen_note(fine) == " (paper table ends at 1050 of 900px)"
+    assert bc.first_screen_problems({}) == [
+        "no headline figure: the main content has no image",
+        "no verdict: the main content has no list", "no paper table: the main content has no table"]
+    low = bc.first_screen_problems(dict(fine, **{"headline figure": _box(1500, 0)}))
     assert low == ["headline figure a.png has no height",
-                   "headline figure a.png is below the fold (top 1500px, first screen 900px)"]
+                   "headline figure a.png is below the fold (bottom 1500px, first screen 900px)"]
+    cut = bc.first_screen_problems(dict(fine, verdict=_box(700, 250, "(first list)")))
+    assert cut == ["verdict (first list) is below the fold (bottom 950px, first screen 900px)"]
+    late = bc.first_screen_problems(dict(fine, **{"paper table": _box(901, 10, "(first table)")}))
+    assert late == ["paper table (first table) is below the fold (top 901px, first screen 900px)"]
 
 
 def test_missing_build_exits_2(tmp_path, capsys):
@@ -142,7 +156,8 @@ def test_end_to_end_on_a_synthetic_build(tmp_path, capsys):
     build = write_build(tmp_path / "html", {
         "index.html": REDIRECT,
         "intro.html": page('<h1>Book</h1><figure id="headline"><img src="_images/a.png" '
-                           'style="width:200px;height:100px"></figure>'),
+                           'style="width:200px;height:100px"></figure><ul><li>verdict</li></ul>'
+                           '<table><tr><td>claim</td></tr></table>'),
         "chapters/sparsity_sweep.html": page('<img src="../_images/missing.png">' + TRACEBACK)})
     (build / "_images").mkdir()
     (build / "_images" / "a.png").write_bytes(PNG)
@@ -151,5 +166,5 @@ def test_end_to_end_on_a_synthetic_build(tmp_path, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == ("chapters/sparsity_sweep.html: 1 broken image(s): ../_images/missing.png; "
                         "error output: NameError: name 'x' is not defined")
-    assert lines[1] == "intro.html: ok"
+    assert lines[1].startswith("intro.html: ok (paper table ends at ")
     assert sorted(p.name for p in out.iterdir()) == ["chapters-sparsity_sweep.png", "intro.png"]

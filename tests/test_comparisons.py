@@ -381,42 +381,55 @@ def test_figures_return_figures_and_write_pngs(frame, ablation_frame, tmp_path):
 CELL_ORDER = ["dense", "SET 0.1", "SET 0.05", "RigL 0.1", "RigL 0.05"]   # dense first, then sparser
 
 
-def test_headline_figure_panels_per_metric_and_model_with_dots_at_the_differences(two_models):
+def test_headline_figure_panels_per_metric_with_every_setting_at_its_difference(two_models):
     paired = paired_moon_frame(two_models)
     # shift each setting's difference (and its interval) by its own amount, so that a dot drawn
     # in the wrong row would be seen
-    shift = {cell: 0.001 * i for i, cell in enumerate(sorted(set(zip(paired["method"],
+    shift = {cell: 0.001 * i for i, cell in enumerate(sorted(set(zip(paired["model"],
+                                                                    paired["method"],
                                                                     paired["density"]))))}
-    offset = np.array([shift[c] for c in zip(paired["method"], paired["density"])])
+    offset = np.array([shift[c] for c in zip(paired["model"], paired["method"],
+                                             paired["density"])])
     for column in ("mean_diff", "low", "high"):
         paired[column] = paired[column] + offset
     fig = headline_figure(paired)
     metrics = list(PRIMARY_METRICS)
-    assert len(fig.axes) == 2 * len(metrics)                  # a row of panels per model
-    grid = np.array(fig.axes).reshape(2, len(metrics))
-    assert [ax.get_title() for ax in grid[0]] == [metric_label(m, short=True) for m in metrics]
-    assert [grid[r, 0].get_ylabel() for r in range(2)] == ["lenet5", "mlp"]
+    assert len(fig.axes) == len(metrics)                      # a panel per metric, one row
+    assert [ax.get_title() for ax in fig.axes] == [metric_label(m, short=True) for m in metrics]
+    labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    assert labels == [f"{name} · {cell}" for name in ("LeNet-5", "MLP") for cell in CELL_ORDER]
     names = {"dense": "dense", "set": "SET", "rigl": "RigL"}
-    for r, model in enumerate(("lenet5", "mlp")):
-        labels = [t.get_text() for t in grid[r, 0].get_yticklabels()]
-        assert labels == CELL_ORDER
-        for c, metric in enumerate(metrics):
-            rows = paired[(paired["model"] == model) & (paired["metric"] == metric)]
-            expected = {f"{names[m]} {d:g}" if m != "dense" else "dense": (100 * x, z)
-                        for m, d, x, z in zip(rows["method"], rows["density"], rows["mean_diff"],
-                                              rows["excludes_zero"])}
-            drawn = dots(grid[r, c])
-            assert len(drawn) == len(CELL_ORDER)
-            for label, line in zip(CELL_ORDER, drawn):
-                x, filled = expected[label]
-                assert float(line.get_xdata()[0]) == pytest.approx(x)
-                # filled where the interval excludes 0, hollow where it does not
-                assert (line.get_markerfacecolor() != "white") == filled
-    mlp_acc = dot_x(grid[1, metrics.index("id.accuracy")])
-    lenet_acc = dot_x(grid[0, metrics.index("id.accuracy")])
-    assert np.array(mlp_acc) - np.array(lenet_acc) == pytest.approx(
-        100 * np.mean(MOON_DIFF["id.accuracy"]))              # the mlp's gain is twice the lenet5's
-    assert dots(grid[0, metrics.index("ood.near.msp.auroc")])[0].get_markerfacecolor() == "white"
+    models = {"lenet5": "LeNet-5", "mlp": "MLP"}
+    for ax, metric in zip(fig.axes, metrics):
+        rows = paired[paired["metric"] == metric]
+        expected = {f"{models[o]} · " + (f"{names[m]} {d:g}" if m != "dense" else "dense"):
+                    (100 * x, z) for o, m, d, x, z in zip(rows["model"], rows["method"],
+                                                          rows["density"], rows["mean_diff"],
+                                                          rows["excludes_zero"])}
+        drawn = dots(ax)
+        assert len(drawn) == len(labels)
+        assert [float(line.get_ydata()[0]) for line in drawn] == list(range(len(labels)))
+        for label, line in zip(labels, drawn):
+            x, filled = expected[label]
+            assert float(line.get_xdata()[0]) == pytest.approx(x)
+            # filled where the interval excludes 0, hollow where it does not
+            assert (line.get_markerfacecolor() != "white") == filled
+        rules = [line for line in ax.get_lines() if len(set(line.get_ydata())) == 1
+                 and len(line.get_xdata()) == 2 and tuple(line.get_xdata()) == (0, 1)]
+        assert [line.get_ydata()[0] for line in rules] == [len(CELL_ORDER) - 0.5]  # between models
+    acc = dot_x(fig.axes[metrics.index("id.accuracy")])
+    n = len(CELL_ORDER)
+    ordered = sorted(shift, key=_cell_rank)              # the figure's row order
+    mlp_minus_lenet = [acc[n + i] - acc[i] - 100 * (shift[mlp] - shift[lenet])
+                       for i, (lenet, mlp) in enumerate(zip(ordered[:n], ordered[n:]))]
+    # the mlp's gain is twice the lenet5's
+    assert mlp_minus_lenet == pytest.approx([100 * np.mean(MOON_DIFF["id.accuracy"])] * n)
+    assert dots(fig.axes[metrics.index("ood.near.msp.auroc")])[0].get_markerfacecolor() == "white"
+
+
+def _cell_rank(key):
+    model, method, density = key
+    return (model, ["dense", "static", "set", "rigl", "cigl"].index(method), -density)
 
 
 def test_ablation_plot_is_a_panel_per_metric_with_dots_at_the_paired_changes(ablation_frame):
@@ -441,9 +454,9 @@ def test_ablation_plot_is_a_panel_per_metric_with_dots_at_the_paired_changes(abl
 
 def test_calibration_overview_has_a_panel_per_model_with_mean_ece(frame, two_models):
     one = calibration_overview(frame)
-    assert len(one.axes) == 1 and one.axes[0].get_title() == "lenet5"
+    assert len(one.axes) == 1 and one.axes[0].get_title() == "LeNet-5"
     fig = calibration_overview(two_models)
-    assert [ax.get_title() for ax in fig.axes] == ["lenet5", "mlp"]
+    assert [ax.get_title() for ax in fig.axes] == ["LeNet-5", "MLP"]
     methods = {"dense": ("dense", 1.0), "SET 0.1": ("set", 0.1), "SET 0.05": ("set", 0.05),
                "RigL 0.1": ("rigl", 0.1), "RigL 0.05": ("rigl", 0.05)}
     for ax, model in zip(fig.axes, ("lenet5", "mlp")):
@@ -508,25 +521,28 @@ def test_verdict_is_three_to_five_bold_led_bullets(frame, two_models):
     assert all(b.count("**") == 2 for b in bullets)           # one bold lead each
     near, far, acc, ece, premise = bullets                   # the primary metrics, then the premise
     mde = 100 * paired_moon_frame(frame).groupby("metric")["mde"].median()
-    assert near.startswith("**MOON did not measurably change near-OOD AUROC, MSP**: by +0.2 to "
-                           "+0.2 points across 5 settings, better in 0 and worse in 0")
-    assert f"smaller than about ±{mde['ood.near.msp.auroc']:.1f} points" in near   # a sized null
-    assert far.startswith("**MOON improved far-OOD AUROC, MSP**: by +3.0 to +3.0 points")
-    assert acc.startswith("**MOON improved accuracy**: by +1.1 to +1.1 points across 5 settings, "
-                          "better in 5 and worse in 0")
-    assert ece.startswith("**MOON improved ECE**: by −2.1 to −2.1 points")   # lower is better
-    assert premise.startswith("**Sparse training was worse calibrated than dense")
-    assert "+4.5 to +5.7 points, worse in 4 and better in 0 of 4 sparse settings" in premise
+    assert near.startswith("**Near-OOD AUROC: no measurable change** (+0.2 to "
+                           "+0.2 points in 5 settings")
+    assert f"detectable ±{mde['ood.near.msp.auroc']:.1f})" in near  # a sized null
+    assert far.startswith("**Far-OOD AUROC: higher in 5 of 5 settings, lower in none** (+3.0 "
+                          "to +3.0 points")
+    assert acc.startswith("**Accuracy: higher in 5 of 5 settings, lower in none** (+1.1 to "
+                          "+1.1 points")
+    assert ece.startswith("**ECE: lower in 5 of 5 settings, higher in none** (−2.1 to −2.1")
+    assert premise == ("**Premise held: sparse had higher ECE than dense in 4 of 4 settings, "
+                       "lower in none** (+4.5 to +5.7 points).")
     both = headline.verdict(two_models)                      # per-model rows, never pooled
-    assert "accuracy**: by +1.1 to +2.1 points across 10 settings, better in 10" in both[2]
+    assert both[2].startswith("**Accuracy: higher in 10 of 10 settings, lower in none** "
+                              "(+1.1 to +2.1 points")
     no_dense = headline.verdict(frame[frame["method"] != "dense"])
     assert len(no_dense) == 4                                # no premise without dense runs
     markdown = headline.verdict_markdown(frame, planned=40)
-    assert markdown.startswith("*From lenet5 on fashion_mnist, 20 epochs on all training images, "
-                               "3 seeds per setting, 30 runs. The study is still running: 30 of "
-                               "40 runs have finished")
+    assert markdown.startswith("*30 of 40 runs so far (LeNet-5 on Fashion-MNIST, 20 epochs on all "
+                               "training images, 3 seeds per setting); the study is still running")
     assert markdown.split("\n\n", 1)[1] == "\n".join(f"- {b}" for b in bullets)
-    assert "still running" not in headline.verdict_markdown(frame, planned=30)
+    assert headline.verdict_markdown(frame, planned=30).startswith(
+        "*From LeNet-5 on Fashion-MNIST, 20 epochs on all training images, 3 seeds per setting, "
+        "30 runs.*")
 
 
 def test_headline_text_and_table_per_model(two_models, frame):
@@ -534,18 +550,18 @@ def test_headline_text_and_table_per_model(two_models, frame):
 
     lines = headline.headline_text(two_models).splitlines()
     assert len(lines) == 2 * len(CELLS) * len(PRIMARY_METRICS)        # a bullet per row
-    assert all(line.startswith("- lenet5 ") or line.startswith("- mlp ") for line in lines)
+    assert all(line.startswith("- LeNet-5 ") or line.startswith("- MLP ") for line in lines)
     effects = paired_moon_frame(two_models)
     row = effects[(effects["model"] == "mlp") & (effects["method"] == "rigl")
                   & (effects["density"] == 0.05) & (effects["metric"] == "id.accuracy")].iloc[0]
-    assert (f"- mlp RigL 0.05, accuracy: {interval_text(row, 100)} points "
+    assert (f"- MLP RigL 0.05, accuracy: {interval_text(row, 100)} points "
             f"(3 pairs, p = {row['p_value']:.3f})") in lines
     assert "- dense, ECE: −2.1 [" in headline.headline_text(frame)     # one model: no model name
     table = headline.headline_table(two_models)
     assert table.index.names == ["model", "method", "density"] and len(table) == 2 * len(CELLS)
     assert list(table.columns) == ["n", NEAR, FAR, ACC, ECE]
-    assert table.loc[("lenet5", "RigL", "0.05"), ECE].startswith("−2.1 [")
-    assert table.loc[("mlp", "RigL", "0.05"), ACC] == interval_text(row, 100)
+    assert table.loc[("LeNet-5", "RigL", "0.05"), ECE].startswith("−2.1 [")
+    assert table.loc[("MLP", "RigL", "0.05"), ACC] == interval_text(row, 100)
 
 
 def test_paper_vs_ours_answers_every_published_claim(frame):
@@ -558,31 +574,37 @@ def test_paper_vs_ours_answers_every_published_claim(frame):
     assert list(table.index) == [c["claim"] for c in claims]
     assert list(table.columns) == ["published", "this study", "source"]
     assert table["published"].tolist() == [c["published"] for c in claims]
+    sources = headline.sources_markdown()
     for c in claims:
-        source = table.loc[c["claim"], "source"]
-        assert source == c["source"]                  # the status is part of the cited source
+        assert table.loc[c["claim"], "source"] == c["cite"]       # the short citation ...
+        assert f"- **{c['cite']}**: " in sources and c["source"] in sources   # ... and the full one
+    groups = {g: headline.paper_vs_ours(frame, group=g) for g in ("moon", "related")}
+    assert sorted(sum((list(t.index) for t in groups.values()), [])) == sorted(table.index)
+    assert list(groups["moon"].index) == [c["claim"] for c in claims if c["group"] == "moon"]
+    with pytest.raises(ValueError, match="no claims of group 'other'"):
+        headline.paper_vs_ours(frame, group="other")
     answer = {c["measure"]: table.loc[c["claim"], "this study"] for c in claims}
     sparse = paired_moon_frame(frame)
     sparse = sparse[sparse["metric"].str.endswith("msp.auroc") & (sparse["method"] != "dense")]
     best = sparse.loc[sparse["mean_diff"].idxmax()]
-    assert answer["moon_best_auroc"].startswith(f"at best {interval_text(best, 100)} (")
+    assert answer["moon_best_auroc"].startswith(f"best {interval_text(best, 100)} (")
     assert "dense" not in answer["moon_best_auroc"]            # the claim is about sparse training
     up = int((sparse["excludes_zero"] & (sparse["mean_diff"] > 0)).sum())
     assert answer["moon_best_auroc"].endswith(
-        f"measurably higher in {up} of {len(sparse)} setting x group cells")
-    assert answer["moon_accuracy"] == "+1.1 to +1.1 points; measurably worse in 0 of 5 settings"
-    assert answer["moon_ece"] == "−2.1 to −2.1 points; measurably worse in 0 of 5 settings"
+        f"higher in {up} of {len(sparse)}")
+    assert answer["moon_accuracy"] == "+1.1 to +1.1; worse in 0 of 5"
+    assert answer["moon_ece"] == "−2.1 to −2.1; worse in 0 of 5"
     premise = sparsity_effect_frame(frame, metrics=("id.ece",))
     rigl = premise[(premise["method"] == "rigl") & (premise["density"] == 0.05)].iloc[0]
     assert answer["sparse_minus_dense_ece"] == \
-        f"RigL 0.05 − dense: lenet5: {interval_text(rigl, 100)}"
+        f"RigL 0.05 − dense: LeNet-5 {interval_text(rigl, 100)}"
     assert answer["cigl_minus_rigl_ece"] == answer["cigl_minus_rigl_accuracy"] \
         == "not in this study"                                # no CigL runs in the frame
     gain, low, high = (100 * v for v in hand_interval(GAIN["baseline"]))      # plain runs only
     each = f"+{gain:.1f} [+{low:.1f}, +{high:.1f}] *"
     assert answer["dice_minus_energy_near"] == ("near-OOD AUROC, DICE − energy: "
-                                                f"lenet5 dense: {each}; lenet5 RigL 0.05: {each}; "
-                                                f"lenet5 SET 0.05: {each}")
+                                                f"LeNet-5 dense: {each}; LeNet-5 RigL 0.05: "
+                                                f"{each}; LeNet-5 SET 0.05: {each}")
 
 
 def test_limitations_carry_their_numbers(frame):
@@ -597,7 +619,7 @@ def test_limitations_carry_their_numbers(frame):
             f"±{mde['id.ece']:.1f} ECE") in bullets[0]
     hours = frame["timing.train_seconds"].sum() / 3600
     assert f"({hours:.1f} hours of training in these 30 runs)" in bullets[1]
-    assert "Models of lenet5 on" in bullets[1]
+    assert bullets[1].startswith("**Scale.** LeNet-5 on 28x28")
     with_n = headline.limitations(frame.assign(**{"id.n": 10000}))
     assert len(with_n) == 3 and with_n[2].startswith("**Benchmark.** 10,000 ID test images")
 
@@ -607,7 +629,8 @@ def test_chapter_conclusions_name_their_numbers(frame, ablation_frame):
 
     sweep = headline.sweep_conclusion(frame)
     assert sweep.startswith("**What this shows.** ") and sweep.count("**") == 2
-    assert "MOON improved accuracy: by +1.1 to +1.1 points" in sweep
+    assert sweep.startswith("**What this shows.** MOON against its baseline. Near-OOD AUROC: ")
+    assert "Accuracy: higher in 5 of 5 settings, lower in none (+1.1 to +1.1 points" in sweep
     ablation = headline.ablation_conclusion(ablation_frame)
     mean, low, high = (100 * v for v in hand_interval([0.03, 0.032, 0.034]))
     assert f"MOON +{mean:.1f} [+{low:.1f}, +{high:.1f}] *" in ablation

@@ -244,7 +244,7 @@ def test_density_panels_draw_the_seed_means_of_each_method_and_variant(frame, tm
     assert methods == ["set", "rigl"]                  # book order; dense is the reference line
     assert len(fig.axes) == len(metrics) * len(methods)   # a row per metric, a column per method
     grid = np.array(fig.axes).reshape(len(metrics), len(methods))
-    assert [ax.get_title() for ax in grid[0]] == ["lenet5: SET", "lenet5: RigL"]
+    assert [ax.get_title() for ax in grid[0]] == ["LeNet-5: SET", "LeNet-5: RigL"]
     assert [grid[r, 0].get_ylabel() for r in range(2)] == ["accuracy (%)",
                                                            "far-OOD AUROC, MSP (%)"]
     for r, metric in enumerate(metrics):

@@ -195,7 +195,7 @@ def test_interval_text_signs_points_and_marks():
     assert interval_text(one, 100) == "+1.2"                           # one pair: no interval
 
 
-def test_verdict_leads_with_an_effect_only_when_most_settings_moved():
+def test_verdict_bullet_counts_each_direction():
     import pandas as pd
 
     from moon.report import headline
@@ -205,9 +205,13 @@ def test_verdict_leads_with_an_effect_only_when_most_settings_moved():
                              "mde": 0.01, "low": 0.0, "high": 0.0, "n": 5})
         return headline._effect_bullet(rows, "id.ece")
 
-    assert bullet([False] * 3, [-0.01] * 3).startswith("**MOON did not measurably change ECE**")
-    assert bullet([True, True, False], [-0.01] * 3).startswith("**MOON improved ECE**")
-    assert bullet([True, True, False], [0.01] * 3).startswith("**MOON made ECE worse**")
+    assert bullet([False] * 3, [-0.01] * 3).startswith("**ECE: no measurable change**")
+    assert bullet([True, True, False], [-0.01] * 3).startswith(
+        "**ECE: lower in 2 of 3 settings, higher in none** (−1.0 to −1.0 points; ")
+    assert bullet([True, True, False], [0.01] * 3).startswith(
+        "**ECE: higher in 2 of 3 settings, lower in none**")
+    assert bullet([True, True, True], [0.01, 0.01, -0.01]).startswith(
+        "**ECE: higher in 2 of 3 settings, lower in 1**")
     assert bullet([True, False, False], [0.01] * 3).startswith(
-        "**MOON changed ECE in only 1 of 3 settings**")
-    assert "about ±1.0 points could not have been seen" in bullet([False] * 3, [0.0] * 3)
+        "**ECE: higher in 1 of 3 settings, lower in none**")
+    assert "detectable ±1.0)" in bullet([False] * 3, [0.0] * 3)

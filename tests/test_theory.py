@@ -183,6 +183,21 @@ def test_dice_variance_sweep_rows_and_invariants(sweep_inputs):
         assert row["logit_variance"] == pytest.approx(float(variance), rel=1e-4)
 
 
+def test_dice_variance_table_is_a_row_per_percentile(sweep_inputs):
+    model, train, sets = sweep_inputs
+    ps = (0, 30, 90)
+    frame = theory.dice_variance_sweep(model, train, sets, K, ps=ps)
+    table = theory.dice_variance_table(frame)
+    assert list(table.index) == ["0", "30", "90"] and table.index.name == "p"
+    order = list(dict.fromkeys(frame["set"]))
+    assert list(table.columns) == [("weights kept", "share")] + [
+        ("logit variance", s) for s in order] + [("AUROC vs ID (%)", s) for s in order if s != "id"]
+    row = frame[(frame["p"] == 30) & (frame["set"] == "near")].iloc[0]
+    assert table.loc["30", ("AUROC vs ID (%)", "near")] == f"{100 * row['auroc_vs_id']:.1f}"
+    assert table.loc["30", ("logit variance", "near")] == f"{row['logit_variance']:.3g}"
+    assert table.loc["0", ("weights kept", "share")] == "1.00"
+
+
 def test_dice_variance_sweep_needs_id(sweep_inputs):
     model, train, sets = sweep_inputs
     with pytest.raises(ValueError, match="'id'"):

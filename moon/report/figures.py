@@ -17,8 +17,8 @@ import numpy as np
 
 from moon.report import stats
 from moon.report.frame import (METHOD_ORDER, PRIMARY_METRICS, ablation_labels, by_model,
-                               higher_is_better, label_order, method_name, metric_label, numeric,
-                               require_columns, scale_of, with_model)
+                               higher_is_better, label_order, method_name, metric_label,
+                               model_name, numeric, require_columns, scale_of, with_model)
 from moon.report.plotting import (LINESTYLES, MARKERS, STUDY_COLORS, density_axis, method_color,
                                   new_figure, panel_grid, save)
 
@@ -39,11 +39,14 @@ def _cells(rows: "pd.DataFrame") -> list[tuple[str, float]]:
     return sorted(cells, key=lambda c: (rank.get(c[0], 99), -c[1]))
 
 
-def _interval_dots(ax, rows: "pd.DataFrame", order: list, scale: float, colors, mde=True):
+def _interval_dots(ax, rows: "pd.DataFrame", order: list, scale: float, colors, mde=True,
+                   ms: float = 7, span: int | None = None):
     """A dot with its interval per row of ``rows`` (``mean_diff, low, high, excludes_zero``) at
-    y = its position in ``order``; filled where the interval excludes 0; a light band of +-MDE
-    (the smallest difference the seeds could detect) behind each dot."""
-    for y, (key, color) in enumerate(zip(order, colors)):
+    y = its position in ``order`` (or at y = the key itself when ``span``, the number of rows
+    of the axis, is given); filled where the interval excludes 0; a light band of +-MDE (the
+    smallest difference the seeds could detect) behind each dot."""
+    for i, (key, color) in enumerate(zip(order, colors)):
+        y = key if span is not None else i
         row = rows[key] if isinstance(rows, dict) else rows.loc[key]
         x, lo, hi = (scale * row[k] for k in ("mean_diff", "low", "high"))
         if mde and np.isfinite(row.get("mde", np.nan)):
@@ -51,46 +54,56 @@ def _interval_dots(ax, rows: "pd.DataFrame", order: list, scale: float, colors, 
                     color="0.9", zorder=0)
         if np.isfinite(lo):
             ax.plot([lo, hi], [y, y], color=color, lw=2, solid_capstyle="butt")
-        ax.plot(x, y, "o", color=color, mfc=color if row["excludes_zero"] else "white", ms=7,
+        ax.plot(x, y, "o", color=color, mfc=color if row["excludes_zero"] else "white", ms=ms,
                 zorder=3)
     ax.axvline(0, color="black", lw=1)
-    ax.set_yticks(range(len(order)))
-    ax.set_ylim(len(order) - 0.5, -0.5)
+    rows_shown = span if span is not None else len(order)
+    if span is None:
+        ax.set_yticks(range(rows_shown))
+    ax.set_ylim(rows_shown - 0.5, -0.5)
+
+
+HEADLINE_KEY = ("MOON − baseline, paired by seed, 95% intervals; filled dots, * and counts: the "
+                "interval excludes 0; grey: the smallest change the seeds detect.")
 
 
 def headline_figure(paired: "pd.DataFrame", path: str | Path | None = None):
     """The book's lead figure: MOON - baseline (mean over seeds, paired 95% interval) per setting
-    and metric of :func:`moon.report.stats.paired_moon_frame`, a panel per metric and a row of
-    panels per model. Filled dots: the interval excludes 0; grey band: the smallest difference
-    this many seeds detects with 80% power (so a dot inside it is a null result of known size)."""
+    and metric of :func:`moon.report.stats.paired_moon_frame`: a panel per metric, every setting
+    on one axis ("LeNet-5 · RigL 0.05"), grouped by model with a rule between models, so one
+    screen shows them all on a shared scale. Filled dots: the interval excludes 0; grey band: the
+    smallest difference this many seeds detects with 80% power (so a dot inside it is a null
+    result of known size). The key is :data:`HEADLINE_KEY`, for the caption: the figure has no
+    title of its own, to leave the page's first screen to the verdict."""
     import seaborn as sns
 
     require_columns(paired, ["method", "density", "metric", "mean_diff", "low", "high"])
     metrics = list(dict.fromkeys(paired["metric"]))
     models = by_model(paired)
-    heights = [0.32 * len(_cells(part)) + 0.9 for _, part in models]
+    order = [(model, cell) for model, part in models for cell in _cells(part)]
+    labels = [(f"{model_name(model)} · " if model else "") + cell_name(*cell)
+              for model, cell in order]
+    breaks = np.cumsum([len(_cells(part)) for _, part in models])[:-1] - 0.5
+    # Sized for the book's page (about 9.5 inches at 100 dpi), so text shows at its own size.
     with sns.axes_style("whitegrid"):
-        fig = new_figure(3.1 * len(metrics) + 1.0, sum(heights) + 0.5)
-        axes = fig.subplots(len(models), len(metrics), squeeze=False,
-                            gridspec_kw={"height_ratios": heights})
-    for r, (model, part) in enumerate(models):
-        cells = _cells(part)
-        for c, metric in enumerate(metrics):
-            ax, rows = axes[r, c], part[part["metric"] == metric]
-            keyed = {(m, float(d)): row for m, d, row in
-                     zip(rows["method"], rows["density"], rows.to_dict("records"))}
-            present = [cell for cell in cells if cell in keyed]
-            _interval_dots(ax, keyed, present, scale_of(metric),
-                           [method_color(m) for m, _ in present])
-            ax.set_yticklabels([cell_name(*cell) for cell in present] if c == 0 else [])
-            ax.set_xlabel("MOON − baseline (points)" if scale_of(metric) == 100
-                          else "MOON − baseline", fontsize=8)
-            if r == 0:
-                ax.set_title(metric_label(metric, short=True), fontsize=9)
-        if model:
-            axes[r, 0].set_ylabel(model, fontsize=10)
-    fig.suptitle("What MOON changed (paired by seed; filled: 95% interval excludes 0; "
-                 "grey: smallest detectable change)", fontsize=9)
+        fig = new_figure(2.1 * len(metrics) + 1.3, 0.14 * len(order) + 0.75)
+        axes = fig.subplots(1, len(metrics), squeeze=False, sharey=True)[0]
+    for ax, metric in zip(axes, metrics):
+        rows = paired[paired["metric"] == metric]
+        model_of = rows["model"] if "model" in rows.columns else [None] * len(rows)
+        keyed = {(model, (m, float(d))): row for model, m, d, row in
+                 zip(model_of, rows["method"], rows["density"], rows.to_dict("records"))}
+        present = [key for key in order if key in keyed]
+        keyed = {order.index(key): keyed[key] for key in present}
+        _interval_dots(ax, keyed, list(keyed), scale_of(metric),
+                       [method_color(cell[0]) for _, cell in present], ms=5, span=len(order))
+        for y in breaks:
+            ax.axhline(y, color="0.35", lw=0.8)
+        ax.tick_params(axis="x", labelsize=7, pad=1)
+        ax.set_xlabel("MOON − baseline (points)" if scale_of(metric) == 100
+                      else "MOON − baseline", fontsize=8)
+        ax.set_title(metric_label(metric, short=True), fontsize=9)
+    axes[0].set_yticks(range(len(order)), labels, fontsize=8)
     return save(fig, path)
 
 
@@ -130,7 +143,8 @@ def density_panels(frame: "pd.DataFrame", metrics=PRIMARY_METRICS,
                             marker=MARKERS[label], ms=4, label=label)
             density_axis(ax, summary["density"])
             if r == 0:
-                ax.set_title(f"{model + ': ' if model else ''}{method_name(method)}", fontsize=9)
+                ax.set_title(f"{model_name(model) + ': ' if model else ''}{method_name(method)}",
+                             fontsize=9)
             if r < len(metrics) - 1:
                 ax.set_xlabel("")
             ax.set_ylabel(metric_label(metric) if c == 0 else "", fontsize=8)
@@ -228,7 +242,7 @@ def calibration_overview(frame: "pd.DataFrame", path: str | Path | None = None):
         ax.set_ylim(len(cells) - 0.5, -0.5)
         ax.set_xlim(left=0)
         ax.set_xlabel("ECE (%)")
-        ax.set_title(model or "", fontsize=9)
+        ax.set_title(model_name(model), fontsize=9)
     fig.suptitle("ECE: filled baseline, hollow MOON (95% interval); black diamond: after "
                  "temperature scaling", fontsize=9)
     return save(fig, path)
@@ -256,7 +270,7 @@ def dice_sweep_plot(sweep: "pd.DataFrame", path: str | Path | None = None):
                         ls=LINESTYLES.get(moon, ":") if moon else "-",
                         marker=MARKERS.get(moon, ".") if moon else "o", ms=4,
                         label=cell_name(method, density) + (f" {moon}" if moon else ""))
-        ax.set_title(f"{model + ': ' if model else ''}{kind}-OOD", fontsize=9)
+        ax.set_title(f"{model_name(model) + ': ' if model else ''}{kind}-OOD", fontsize=9)
         ax.set(xlabel="DICE percentile p (0: energy)", ylabel="AUROC (%)")
     axes[0].legend(fontsize=6, loc="best")
     return save(fig, path)
@@ -290,7 +304,7 @@ def regime_curves(results, path: str | Path | None = None):
                     continue
                 ax.plot(curve.index, curve.to_numpy(), color=method_color(method),
                         ls=LINESTYLES[moon], lw=1.2, label=f"{cell_name(method, density)} {moon}")
-            ax.set(xlabel="epoch", ylabel=label, title=f"{model}: {label}")
+            ax.set(xlabel="epoch", ylabel=label, title=f"{model_name(model)}: {label}")
             ax.title.set_fontsize(8)
             if column == "val_temperature":
                 ax.axhline(1, color="black", lw=0.8, ls=":")
@@ -343,7 +357,7 @@ def inference_figure(inference: dict, path: str | Path | None = None):
         ax.axhline(1, color="black", lw=0.8)
         ax.set_yscale("log")
         density_axis(ax, dens)
-        ax.set(ylabel="speed-up over dense (x, log)", title=f"{model}, 1 thread")
+        ax.set(ylabel="speed-up over dense (x, log)", title=f"{model_name(model)}, 1 thread")
     axes[0].legend(fontsize=7)
     return save(fig, path)
 

@@ -24,6 +24,9 @@ log = logging.getLogger(__name__)
 # -- vocabulary -------------------------------------------------------------------------------------
 METHOD_NAMES = {"dense": "dense", "static": "static", "set": "SET", "rigl": "RigL", "cigl": "CigL"}
 METHOD_ORDER = tuple(METHOD_NAMES)
+MODEL_NAMES = {"mlp": "MLP", "lenet5": "LeNet-5"}
+DATASET_NAMES = {"fashion_mnist": "Fashion-MNIST", "mnist": "MNIST", "cifar10": "CIFAR-10",
+                 "cifar100": "CIFAR-100", "synthetic": "synthetic data"}
 BASELINE, MOON = "baseline", "MOON"
 ABLATION_ORDER = ("none", "unknown class", "unknown class, fixed α", "averaging", "MOON",
                   "MOON, fixed α", "MOON as released")
@@ -53,6 +56,16 @@ HIGHER_IS_BETTER = {"accuracy": True, "auroc": True, "aupr_in": True, "aupr_out"
 def method_name(method: str) -> str:
     """"RigL" for ``rigl``: the method's name as the book writes it."""
     return METHOD_NAMES.get(method, str(method))
+
+
+def model_name(model) -> str:
+    """"LeNet-5" for ``lenet5``: the model's name as the book writes it ("" for None)."""
+    return "" if model is None else MODEL_NAMES.get(str(model), str(model))
+
+
+def dataset_name(dataset) -> str:
+    """"Fashion-MNIST" for ``fashion_mnist``."""
+    return DATASET_NAMES.get(str(dataset), str(dataset))
 
 
 def is_percent(column: str) -> bool:
@@ -241,7 +254,7 @@ def describe_runs(frame: "pd.DataFrame") -> str:
     """The effective configuration of the runs shown, in words: "mlp and lenet5 on fashion_mnist,
     100 epochs on all 55,000 training images, 5 seeds, 130 runs" (from the frame, never from a
     template's defaults)."""
-    models = " and ".join(sorted(frame["model"].astype(str).unique()))
+    models = " and ".join(model_name(m) for m in sorted(frame["model"].astype(str).unique()))
     epochs = sorted(int(e) for e in frame["epochs"].unique())
     samples = sorted(int(s or 0) for s in frame.get("max_train_samples", [0]))
     images = ("all training images" if samples[-1] == 0 else f"{samples[-1]:,} training images")
@@ -250,5 +263,5 @@ def describe_runs(frame: "pd.DataFrame") -> str:
     seed_text = ("" if seeds is None else f", {seeds.min()}" + (
         f"-{seeds.max()}" if seeds.max() != seeds.min() else "") + " seeds per setting")
     epoch_text = "/".join(map(str, epochs))
-    return (f"{models} on {frame['dataset'].iloc[0]}, {epoch_text} epochs on {images}"
+    return (f"{models} on {dataset_name(frame['dataset'].iloc[0])}, {epoch_text} epochs on {images}"
             f"{seed_text}, {len(frame)} runs")

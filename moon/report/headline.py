@@ -17,7 +17,8 @@ import numpy as np
 from moon.statistics import mean_interval, welch_interval
 from moon.report import stats
 from moon.report.frame import (PRIMARY_METRICS, describe_runs, flag, higher_is_better,
-                               method_name, metric_label, numeric, with_model)
+                               method_name, metric_label, model_name, numeric,
+                               with_model)
 from moon.report.tables import interval_table, interval_text, signed
 
 if TYPE_CHECKING:
@@ -40,43 +41,52 @@ def headline_table(frame: "pd.DataFrame") -> "pd.DataFrame":
 
 # -- the verdict ------------------------------------------------------------------------------------
 def _effect_bullet(effects: "pd.DataFrame", metric: str) -> str | None:
+    """One sentence, MOON - baseline being the subject of the page: in how many settings MOON
+    made ``metric`` measurably higher and lower (95% interval excluding 0), the range of its
+    changes, and the smallest change the seeds detect."""
     rows = effects[effects["metric"] == metric]
     if rows.empty:
         return None
-    diffs, name = 100 * rows["mean_diff"], metric_label(metric, short=True)
-    up = higher_is_better(metric)
-    better = rows["excludes_zero"] & ((rows["mean_diff"] > 0) == up) & (rows["mean_diff"] != 0)
-    worse = rows["excludes_zero"] & ~better
+    diffs, n = 100 * rows["mean_diff"], len(rows)
+    name = metric_label(metric, short=True).removesuffix(", MSP")   # the verdict's score is MSP
+    moved = rows["excludes_zero"] & (rows["mean_diff"] != 0)
+    n_up, n_down = int((moved & (rows["mean_diff"] > 0)).sum()), int(
+        (moved & (rows["mean_diff"] < 0)).sum())
     mde = 100 * rows["mde"].median()
-    seen = f"; changes smaller than about ±{mde:.1f} points could not have been seen" \
-        if math.isfinite(mde) else " (single runs: no intervals)"
-    n_better, n_worse = int(better.sum()), int(worse.sum())
-    if n_better + n_worse == 0:
-        lead = f"MOON did not measurably change {name}"
-    elif 2 * n_better > len(rows) and n_worse == 0:
-        lead = f"MOON improved {name}"
-    elif 2 * n_worse > len(rows) and n_better == 0:
-        lead = f"MOON made {name} worse"
-    else:    # a minority of settings moved: say so rather than call it an effect
-        lead = f"MOON changed {name} in only {n_better + n_worse} of {len(rows)} settings"
-    return (f"**{lead}**: by {signed(diffs.min(), 1)} to {signed(diffs.max(), 1)} points "
-            f"across {len(rows)} settings, better in {int(better.sum())} and worse in "
-            f"{int(worse.sum())} (95% interval excluding 0){seen}.")
+    seen = (f"; detectable ±{mde:.1f}" if math.isfinite(mde)
+            else "; single runs, no intervals")
+    span = f"{signed(diffs.min(), 1)} to {signed(diffs.max(), 1)} points"
+    name = name[:1].upper() + name[1:]
+    if n_up + n_down == 0:
+        lead, span = f"{name}: no measurable change", f"{span} in {n} settings"
+    else:
+        first, second = ("higher", "lower") if n_up >= n_down else ("lower", "higher")
+        counts = {"higher": n_up, "lower": n_down}
+        lead = (f"{name}: {first} in {counts[first]} of {n} settings, {second} in "
+                + (str(counts[second]) if counts[second] else "none"))
+    return f"**{lead}** ({span}{seen})."
 
 
 def _premise_bullet(frame: "pd.DataFrame") -> str | None:
+    """Whether plain sparse training was worse calibrated than dense (ECE, sparse - dense)."""
     effect = stats.sparsity_effect_frame(frame, metrics=("id.ece",))
     if effect.empty:
         return None
-    worse = effect["excludes_zero"] & (effect["mean_diff"] > 0)
-    better = effect["excludes_zero"] & (effect["mean_diff"] < 0)
-    lead = ("Sparse training was worse calibrated than dense, as the paper's premise says"
-            if worse.sum() > better.sum() else
-            "The paper's premise did not hold: plain sparse training was not worse calibrated "
-            "than dense")
-    return (f"**{lead}**: ECE sparse − dense {signed(100 * effect['mean_diff'].min(), 1)} to "
-            f"{signed(100 * effect['mean_diff'].max(), 1)} points, worse in {int(worse.sum())} "
-            f"and better in {int(better.sum())} of {len(effect)} sparse settings.")
+    worse = int((effect["excludes_zero"] & (effect["mean_diff"] > 0)).sum())
+    better = int((effect["excludes_zero"] & (effect["mean_diff"] < 0)).sum())
+    n = len(effect)
+    tail = lambda k: str(k) if k else "none"          # noqa: E731
+    if worse > better:
+        lead = (f"Premise held: sparse had higher ECE than dense in {worse} of {n} settings, "
+                f"lower in {tail(better)}")
+    elif better > worse:
+        lead = (f"Premise failed: sparse had lower ECE than dense in {better} of {n} settings, "
+                f"higher in {tail(worse)}")
+    else:
+        lead = (f"Premise not seen: sparse had higher ECE than dense in {worse} of {n} settings, "
+                f"lower in {better}")
+    return (f"**{lead}** ({signed(100 * effect['mean_diff'].min(), 1)} to "
+            f"{signed(100 * effect['mean_diff'].max(), 1)} points).")
 
 
 def verdict(frame: "pd.DataFrame") -> list[str]:
@@ -88,13 +98,20 @@ def verdict(frame: "pd.DataFrame") -> list[str]:
     return [b for b in bullets + [_premise_bullet(frame)] if b]
 
 
-def verdict_markdown(frame: "pd.DataFrame", planned: int | None = None) -> str:
+def verdict_markdown(frame: "pd.DataFrame", planned: int | None = None, key: str = "") -> str:
     """:func:`verdict` as a markdown list, preceded by what the numbers come from (and, while a
-    study is still running, how many of its ``planned`` runs have finished)."""
-    progress = "" if not planned or len(frame) >= planned else (
-        f" The study is still running: {len(frame)} of {planned} runs have finished, and these "
-        "bullets will change as the rest land.")
-    return (f"*From {describe_runs(frame)}.{progress}*\n\n"
+    study is still running, how many of its ``planned`` runs have finished) and, when given, a
+    figure's ``key`` (the page shows the verdict right under the headline figure)."""
+    runs = describe_runs(frame)
+    if planned and len(frame) < planned:     # "LeNet-5 ..., 70 runs" -> "70 of 112 runs: ..."
+        setting, _ = runs.rsplit(", ", 1)
+        head = (f"*{len(frame)} of {planned} runs so far ({setting}); the study is still "
+                "running and these bullets will change as the rest land.*")
+    else:
+        head = f"*From {runs}.*"
+    if key:
+        head = f"*{key}*\\\n" + head           # a hard line break
+    return (head + "\n\n"
             + "\n".join(f"- {b}" for b in verdict(frame)))
 
 
@@ -107,8 +124,8 @@ def _best_auroc(frame, effects):
     best = rows.loc[rows["mean_diff"].idxmax()]
     group = best["metric"].split(".")[1]
     up = int((rows["excludes_zero"] & (rows["mean_diff"] > 0)).sum())
-    return (f"at best {interval_text(best, 100)} ({group}-OOD, {_setting(best)}); "
-            f"measurably higher in {up} of {len(rows)} setting x group cells")
+    return (f"best {interval_text(best, 100)} ({group}, {_setting(best)}); "
+            f"higher in {up} of {len(rows)}")
 
 
 def _range(metric: str) -> Callable:
@@ -118,13 +135,14 @@ def _range(metric: str) -> Callable:
             return "no MOON-baseline pairs"
         worse = rows["excludes_zero"] & ((rows["mean_diff"] > 0) != higher_is_better(metric))
         return (f"{signed(100 * rows['mean_diff'].min(), 1)} to "
-                f"{signed(100 * rows['mean_diff'].max(), 1)} points; measurably worse in "
-                f"{int(worse.sum())} of {len(rows)} settings")
+                f"{signed(100 * rows['mean_diff'].max(), 1)}; worse in "
+                f"{int(worse.sum())} of {len(rows)}")
     return measure
 
 
 def _setting(row) -> str:
-    model = f"{row['model']} " if "model" in row and isinstance(row.get("model"), str) else ""
+    model = (f"{model_name(row['model'])} " if "model" in row
+             and isinstance(row.get("model"), str) else "")
     return model + ("dense" if row["method"] == "dense"
                     else f"{method_name(row['method'])} {float(row['density']):g}")
 
@@ -146,10 +164,10 @@ def _between(metric: str, method: str, base: str, density: float = 0.05) -> Call
                 w = welch_interval(a, b)
                 row = {"mean_diff": w.mean_diff, "low": w.low, "high": w.high, "n": w.n,
                        "excludes_zero": w.excludes_zero}
-                parts.append(f"{model}: {interval_text(row, 100)}")
+                parts.append(f"{model_name(model)} {interval_text(row, 100)}")
         label = f"{method_name(method)} {density:g} − {method_name(base)}" + (
             "" if base == "dense" else f" {density:g}")
-        return f"{label}: " + "; ".join(parts) if parts else "not in this study"
+        return f"{label}: " + ", ".join(parts) if parts else "not in this study"
     return measure
 
 
@@ -164,8 +182,8 @@ def _dice_energy(frame, effects):
         if math.isfinite(mean):
             row = {"mean_diff": mean, "low": low, "high": high, "n": int(d.notna().sum()),
                    "excludes_zero": bool(low > 0 or high < 0)}
-            parts.append(f"{model} {_setting({'method': method, 'density': density})}: "
-                         f"{interval_text(row, 100)}")
+            setting = _setting({"method": method, "density": density})
+            parts.append(f"{model_name(model)} {setting}: {interval_text(row, 100)}")
     return "near-OOD AUROC, DICE − energy: " + "; ".join(parts) if parts else "not in this study"
 
 
@@ -179,28 +197,47 @@ MEASURES: dict[str, Callable] = {
 }
 
 
-def published_claims(path: str | Path = PUBLISHED) -> list[dict]:
-    """The claims of the cited data file (``book/data/published.yaml``)."""
+def published_claims(path: str | Path = PUBLISHED, group: str | None = None) -> list[dict]:
+    """The claims of the cited data file (``book/data/published.yaml``), those of ``group``
+    ("moon": the MOON paper's claims and premise; "related": CigL's and DICE's) when given."""
     import yaml
 
     claims = yaml.safe_load(Path(path).read_text())["claims"]
     unknown = [c["measure"] for c in claims if c["measure"] not in MEASURES]
     if unknown:
         raise ValueError(f"{path}: unknown measure(s) {unknown}; known: {', '.join(MEASURES)}")
-    return claims
+    groups = {c.get("group") for c in claims}
+    if group is not None and group not in groups:
+        raise ValueError(f"{path}: no claims of group {group!r}; groups: {sorted(map(str, groups))}")
+    return [c for c in claims if group is None or c.get("group") == group]
 
 
-def paper_vs_ours(frame: "pd.DataFrame", path: str | Path = PUBLISHED) -> "pd.DataFrame":
-    """Each published claim beside this study's measured answer (points, 95% intervals; " *"
-    where the interval excludes 0), with the source of the published number."""
+def paper_vs_ours(frame: "pd.DataFrame", path: str | Path = PUBLISHED,
+                  group: str | None = None) -> "pd.DataFrame":
+    """Each published claim (of ``group``, see :func:`published_claims`) beside this study's
+    measured answer, in percentage points with 95% intervals (" *" where the interval excludes
+    0), and the short citation of the published number (:func:`sources_markdown` gives the full
+    ones)."""
     import pandas as pd
 
     effects = moon_effects(frame)
     rows = [{"claim": c["claim"], "published": c["published"],
-             "this study": MEASURES[c["measure"]](frame, effects),
-             "source": c["source"]}
-            for c in published_claims(path)]
-    return pd.DataFrame(rows).set_index("claim")
+             "this study": MEASURES[c["measure"]](frame, effects), "source": c["cite"]}
+            for c in published_claims(path, group)]
+    table = pd.DataFrame(rows).set_index("claim")
+    table.columns.name, table.index.name = "claim", None    # one header row on the page
+    return table
+
+
+def sources_markdown(path: str | Path = PUBLISHED, group: str | None = None) -> str:
+    """The full source of each short citation of :func:`paper_vs_ours` (and the published
+    numbers in full where the table abbreviates them), as a markdown list."""
+    sources: dict[str, list[str]] = {}
+    for c in published_claims(path, group):
+        entry = sources.setdefault(c["cite"], [c["source"]])
+        if c.get("detail"):
+            entry.append(c["detail"])
+    return "\n".join(f"- **{cite}**: " + "; ".join(parts) for cite, parts in sources.items())
 
 
 # -- limitations ------------------------------------------------------------------------------------
@@ -217,7 +254,8 @@ def limitations(frame: "pd.DataFrame") -> list[str]:
         f"is ±{mde['ood.near.msp.auroc']:.1f} points of near-OOD AUROC, "
         f"±{mde['ood.far.msp.auroc']:.1f} far, ±{mde['id.accuracy']:.1f} accuracy and "
         f"±{mde['id.ece']:.1f} ECE (80% power, 5% level).",
-        f"**Scale.** Models of {', '.join(sorted(frame['model'].unique()))} on 28x28 greyscale "
+        f"**Scale.** {' and '.join(model_name(m) for m in sorted(frame['model'].unique()))} "
+        f"on 28x28 greyscale "
         f"images, trained on a 2-core CPU ({hours:.1f} hours of training in these "
         f"{len(frame)} runs); the paper trains ResNet-18 on CIFAR, which needs a network to "
         f"download and a GPU to train in this budget.",
@@ -249,7 +287,8 @@ def _bold(text: str) -> str:
 
 def sweep_conclusion(frame: "pd.DataFrame") -> str:
     """The sweep chapter's close: MOON's effect per metric and the premise, from :func:`verdict`."""
-    return _bold(" ".join(b.replace("**", "") for b in verdict(frame)))
+    return _bold("MOON against its baseline. " + " ".join(b.replace("**", "")
+                                                           for b in verdict(frame)))
 
 
 def ablation_conclusion(frame: "pd.DataFrame", metrics=("ood.near.msp.auroc",

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from moon.report import stats
 from moon.report.frame import (ID_METRICS, OOD_METRICS, PRIMARY_METRICS, SUMMARY_METRICS,
-                               ablation_labels, is_percent, label_order, method_name,
+                               ablation_labels, is_percent, label_order, method_name, model_name,
                                metric_label, ood_kind, require_columns, scale_of, with_model)
 
 if TYPE_CHECKING:
@@ -61,13 +61,15 @@ def mean_std(values, scale: float, decimals: int) -> str:
 
 
 def readable_index(table: "pd.DataFrame") -> "pd.DataFrame":
-    """Index levels as the book writes them: method names ("RigL"), densities without trailing
-    zeros."""
+    """Index levels as the book writes them: method and model names ("RigL", "LeNet-5"),
+    densities without trailing zeros."""
     import pandas as pd
 
     def fix(name, values):
         if name == "method":
             return [method_name(v) for v in values]
+        if name == "model":
+            return [model_name(v) for v in values]
         if name == "density":
             return [f"{float(v):g}" for v in values]
         return list(values)
