@@ -14,7 +14,8 @@ from scipy import stats
 from moon.config import RunConfig
 from moon.report.figures import density_panels
 from moon.report.frame import moon_label, results_frame, variant_label
-from moon.report.run_figures import reliability_diagram, roc_curves, score_histograms
+from moon.report.run_figures import (plot_history, reliability_diagram, roc_curves,
+                                     run_title, score_histograms)
 from moon.report.stats import density_summary
 from moon.report.tables import ood_table, summary_table
 from moon.results import RunResult, load_result, save_result
@@ -220,6 +221,27 @@ def test_score_histograms_one_panel_per_set(root, tmp_path):
     assert (tmp_path / "hist.png").is_file()
     with pytest.raises(ValueError, match="no stored histogram"):
         score_histograms(run, "knn")
+
+
+def test_history_in_words_and_percent_without_unused_schedules():
+    run = make_run("rigl", 0.05, 1, True)
+    run.history = [{"epoch": e, "train_loss": 1.0 / e, "train_acc": 0.5 + 0.1 * e,
+                    "val_acc": 0.45 + 0.1 * e, "alpha": 0.2 * e, "drop_fraction": 0.3 / e}
+                   for e in (1, 2, 3)]
+    assert run_title(run.config) == "LeNet-5, RigL + MOON at density 0.05, seed 1"
+    fig = plot_history(run)
+    loss, acc, sched = fig.axes[:3]
+    assert fig.get_suptitle() == run_title(run.config)
+    assert acc.get_ylabel() == "accuracy (%)"
+    assert [t.get_text() for t in acc.get_legend().get_texts()] == ["training", "validation"]
+    training = [line for line in acc.get_lines() if len(line.get_xdata()) == 3][0]
+    assert list(training.get_ydata()) == pytest.approx([60.0, 70.0, 80.0])        # in percent
+    assert [t.get_text() for t in sched.get_legend().get_texts()] == [
+        "α (weight of MOON's loss)", "drop fraction (topology)"]
+    dense = make_run("dense", 1.0, 0, False)
+    dense.history = [dict(row, alpha=0.0, drop_fraction=0.0) for row in run.history]
+    assert run_title(dense.config) == "LeNet-5, dense, seed 0"
+    assert not plot_history(dense).axes[2].axison          # no schedule to show
 
 
 def test_roc_curves_near_solid_far_dashed(root, tmp_path):

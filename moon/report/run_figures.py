@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 
 from moon.ood.sets import GROUPS
-from moon.report.frame import ood_kind, variant_label
-from moon.report.plotting import new_figure, save
+from moon.report.frame import DETECTOR_NAMES, model_name, ood_kind, variant_label
+from moon.report.plotting import new_figure, panel_grid, save
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +109,17 @@ def _ood_sets(result, names) -> list[str]:
     return sorted(names, key=lambda s: order.get(ood_kind(s, kinds), len(GROUPS)))
 
 
+def run_title(config) -> str:
+    """A run in the book's words: "LeNet-5, RigL + MOON at density 0.05, seed 0"."""
+    density = "" if config["method"] == "dense" else f" at density {float(config['density']):g}"
+    return (f"{model_name(config['model'])}, {variant_label(config)}{density}, "
+            f"seed {config['seed']}")
+
+
+def _score_name(detector: str) -> str:
+    return f"{DETECTOR_NAMES.get(detector, detector)} score"
+
+
 def _auroc(result, ood_set: str, detector: str) -> str:
     """" AUROC x.x%" from the run's metrics, or "" when it has none for this set and detector."""
     value = result.ood.get(ood_set, {}).get(detector, {}).get("auroc")
@@ -182,19 +193,19 @@ def score_histograms(result, detector: str = "msp", path: str | Path | None = No
     centres = (edges[:-1] + edges[1:]) / 2
     sets = _ood_sets(result, [k for k in hist if k not in ("edges", "id")])
     kinds = (result.extra.get("curves") or {}).get("ood_kind", {})
-    with sns.axes_style("whitegrid"):
-        fig = new_figure(3.6 * len(sets), 3.0)
-        axes = fig.subplots(1, len(sets), squeeze=False)[0]
-    for ax, name in zip(axes, sets):
+    fig, axes = panel_grid(len(sets), 3.0, 2.5, ncols=min(len(sets), 4))
+    for i, (ax, name) in enumerate(zip(axes, sets)):
         long = pd.DataFrame({"score": np.concatenate([centres, centres]),
                              "count": np.concatenate([hist["id"], hist[name]]),
-                             "data": ["ID"] * len(centres) + [name] * len(centres)})
+                             "data": ["ID test"] * len(centres) + [name] * len(centres)})
         sns.histplot(long, x="score", weights="count", hue="data", bins=edges.tolist(), stat="density",
                      common_norm=False, element="step", ax=ax, palette=["C0", "C3"])
         sns.move_legend(ax, "best", title=None, fontsize=7)
         ax.set_title(f"{name} ({ood_kind(name, kinds)}): {_auroc(result, name, detector)}",
                      fontsize=9)
-        ax.set(xlabel=f"{detector} score", ylabel="density")
+        ax.set(xlabel=_score_name(detector), ylabel="density" if i % 4 == 0 else "")
+    fig.suptitle(f"{run_title(result.config)}: ID test scores against each OOD set "
+                 "(higher = more in-distribution)", fontsize=10)
     return save(fig, path)
 
 
@@ -227,27 +238,43 @@ def roc_curves(result, detector: str = "msp", path: str | Path | None = None):
                  style_order=list(GROUPS), dashes=ROC_DASHES,
                  estimator=None, sort=False, ax=ax)
     ax.plot([0, 100], [0, 100], ls=":", color="grey", lw=1)
-    ax.set(xlim=(0, 100), ylim=(0, 100.5), title=f"ROC, {detector} score (ID positive)")
+    ax.set(xlim=(0, 100), ylim=(0, 100.5),
+           title=f"ROC of the {_score_name(detector)} (ID positive)")
     ax.legend(fontsize=7, loc="lower right")
     return save(fig, path)
 
 
 def plot_history(result, path: str | Path | None = None):
-    """Per-epoch training curves of one run: loss, train/validation accuracy, alpha and the drop
-    fraction of the last topology update."""
+    """Per-epoch training curves of one run: training loss, training and validation accuracy (%),
+    and the two schedules (MOON's loss weight alpha, the drop fraction of the topology updates;
+    a schedule the run does not use is left out)."""
     import pandas as pd
     import seaborn as sns
 
     hist = pd.DataFrame(result.history)
-    fig = new_figure(12, 3.2)
-    axes = fig.subplots(1, 3)
-    sns.lineplot(data=hist, x="epoch", y="train_loss", ax=axes[0], marker="o")
+    with sns.axes_style("whitegrid"):
+        fig = new_figure(10.5, 3.0)
+        axes = fig.subplots(1, 3)
+    sns.lineplot(data=hist, x="epoch", y="train_loss", ax=axes[0], marker="o", ms=3)
+    axes[0].set(ylabel="training loss", title="loss")
     acc = hist.melt(id_vars="epoch", value_vars=["train_acc", "val_acc"], var_name="split",
                     value_name="accuracy")
-    sns.lineplot(data=acc, x="epoch", y="accuracy", hue="split", ax=axes[1], marker="o")
-    sched = hist.melt(id_vars="epoch", value_vars=["alpha", "drop_fraction"], var_name="schedule")
-    sns.lineplot(data=sched.dropna(), x="epoch", y="value", hue="schedule", ax=axes[2], marker="o")
-    cfg = result.config
-    fig.suptitle(f"{cfg['model']} {cfg['method']} density {cfg['density']} "
-                 f"(unknown class {cfg['unknown_class']}, averaging {cfg['averaging']})")
+    acc["accuracy"] *= 100
+    acc["split"] = acc["split"].map({"train_acc": "training", "val_acc": "validation"})
+    sns.lineplot(data=acc, x="epoch", y="accuracy", hue="split", ax=axes[1], marker="o", ms=3)
+    axes[1].set(ylabel="accuracy (%)", title="accuracy")
+    axes[1].legend(title=None, fontsize=8)
+    names = {"alpha": "α (weight of MOON's loss)", "drop_fraction": "drop fraction (topology)"}
+    sched = hist.melt(id_vars="epoch", value_vars=[c for c in names if c in hist],
+                      var_name="schedule").dropna()
+    sched = sched[sched.groupby("schedule")["value"].transform(lambda v: (v != 0).any())]
+    if sched.empty:
+        axes[2].set_axis_off()
+    else:
+        sched["schedule"] = sched["schedule"].map(names)
+        sns.lineplot(data=sched, x="epoch", y="value", hue="schedule", ax=axes[2], marker="o",
+                     ms=3)
+        axes[2].set(ylabel="value", title="schedules")
+        axes[2].legend(title=None, fontsize=8)
+    fig.suptitle(run_title(result.config), fontsize=10)
     return save(fig, path)
