@@ -251,17 +251,18 @@ def with_model(frame: "pd.DataFrame", by) -> list[str]:
 
 
 def describe_runs(frame: "pd.DataFrame") -> str:
-    """The effective configuration of the runs shown, in words: "mlp and lenet5 on fashion_mnist,
-    100 epochs on all 55,000 training images, 5 seeds, 130 runs" (from the frame, never from a
-    template's defaults)."""
+    """The effective configuration of the runs shown, in words: "LeNet-5 and MLP on Fashion-MNIST,
+    100 epochs on all training images, 3-5 seeds per setting, 112 runs" (from the frame, never from
+    a template's defaults)."""
     models = " and ".join(model_name(m) for m in sorted(frame["model"].astype(str).unique()))
-    epochs = sorted(int(e) for e in frame["epochs"].unique())
-    samples = sorted(int(s or 0) for s in frame.get("max_train_samples", [0]))
-    images = ("all training images" if samples[-1] == 0 else f"{samples[-1]:,} training images")
-    seeds = frame.groupby([c for c in ("model", "method", "density", "moon") if c in frame])[
-        "seed"].nunique() if "seed" in frame else None
-    seed_text = ("" if seeds is None else f", {seeds.min()}" + (
-        f"-{seeds.max()}" if seeds.max() != seeds.min() else "") + " seeds per setting")
-    epoch_text = "/".join(map(str, epochs))
-    return (f"{models} on {dataset_name(frame['dataset'].iloc[0])}, {epoch_text} epochs on {images}"
+    epochs = "/".join(str(e) for e in sorted(int(e) for e in frame["epochs"].unique()))
+    samples = max(int(s or 0) for s in frame.get("max_train_samples", [0]))
+    images = "all training images" if samples == 0 else f"{samples:,} training images"
+    seed_text = ""
+    if "seed" in frame:
+        setting = [c for c in ("model", "method", "density", "moon") if c in frame]
+        counts = frame.groupby(setting)["seed"].nunique()
+        low, high = int(counts.min()), int(counts.max())
+        seed_text = f", {low}{'' if low == high else f'-{high}'} seeds per setting"
+    return (f"{models} on {dataset_name(frame['dataset'].iloc[0])}, {epochs} epochs on {images}"
             f"{seed_text}, {len(frame)} runs")

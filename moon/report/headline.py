@@ -14,9 +14,8 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
-from moon.statistics import mean_interval, welch_interval
 from moon.report import stats
-from moon.report.frame import (PRIMARY_METRICS, describe_runs, flag, higher_is_better,
+from moon.report.frame import (BASELINE, PRIMARY_METRICS, describe_runs, higher_is_better,
                                method_name, metric_label, model_name, numeric,
                                with_model)
 from moon.report.tables import interval_table, interval_text, signed
@@ -147,43 +146,24 @@ def _setting(row) -> str:
                     else f"{method_name(row['method'])} {float(row['density']):g}")
 
 
-def _plain(frame, method, density):
-    keep = (~flag(frame, "unknown_class") & ~flag(frame, "averaging") & (frame["method"] == method)
-            & np.isclose(frame["density"].astype(float), density))
-    return frame[keep]
-
-
 def _between(metric: str, method: str, base: str, density: float = 0.05) -> Callable:
     def measure(frame, effects):
-        parts = []
-        for model in sorted(frame["model"].unique()):
-            part = frame[frame["model"] == model]
-            a, b = (numeric(_plain(part, m, 1.0 if m == "dense" else density), metric).dropna()
-                    for m in (method, base))
-            if len(a) and len(b):
-                w = welch_interval(a, b)
-                row = {"mean_diff": w.mean_diff, "low": w.low, "high": w.high, "n": w.n,
-                       "excludes_zero": w.excludes_zero}
-                parts.append(f"{model_name(model)} {interval_text(row, 100)}")
+        rows = stats.method_contrast(frame, [metric], method, base, density)
+        parts = [f"{model_name(row['model'])} {interval_text(row, 100)}"
+                 for row in rows.to_dict("records")]
         label = f"{method_name(method)} {density:g} − {method_name(base)}" + (
             "" if base == "dense" else f" {density:g}")
         return f"{label}: " + ", ".join(parts) if parts else "not in this study"
     return measure
 
 
-def _dice_energy(frame, effects):
-    plain = frame[~flag(frame, "unknown_class") & ~flag(frame, "averaging")]
-    parts = []
-    for (model, method, density), runs in plain.groupby(["model", "method", "density"]):
-        if method not in ("dense",) and not np.isclose(density, 0.05):
-            continue
-        d = numeric(runs, "ood.near.dice.auroc") - numeric(runs, "ood.near.energy.auroc")
-        mean, low, high = mean_interval(d)
-        if math.isfinite(mean):
-            row = {"mean_diff": mean, "low": low, "high": high, "n": int(d.notna().sum()),
-                   "excludes_zero": bool(low > 0 or high < 0)}
-            setting = _setting({"method": method, "density": density})
-            parts.append(f"{model_name(model)} {setting}: {interval_text(row, 100)}")
+def _dice_energy(frame, effects, density: float = 0.05):
+    gains = stats.posthoc_gain_frame(frame, kinds=("near",), by=("model", "method", "density"))
+    gains = gains[(gains["moon"] == BASELINE) & ((gains["method"] == "dense")
+                                                 | np.isclose(gains["density"].astype(float),
+                                                              density))]
+    parts = [f"{_setting(row)}: {interval_text(row, 100)}"
+             for row in gains.to_dict("records") if math.isfinite(row["mean_diff"])]
     return "near-OOD AUROC, DICE − energy: " + "; ".join(parts) if parts else "not in this study"
 
 

@@ -143,6 +143,32 @@ def sparsity_effect_frame(frame: "pd.DataFrame", metrics=PRIMARY_METRICS,
     return pd.DataFrame(rows, columns=[*by, "metric", *PAIRED_COLUMNS, "n_base"])
 
 
+def plain_runs(frame: "pd.DataFrame", method: str, density: float) -> "pd.DataFrame":
+    """The baseline runs (no unknown class, no averaging) of one method and density."""
+    keep = (~flag(frame, "unknown_class") & ~flag(frame, "averaging") & (frame["method"] == method)
+            & np.isclose(frame["density"].astype(float), density))
+    return frame[keep]
+
+
+def method_contrast(frame: "pd.DataFrame", metrics, method: str, base: str,
+                    density: float = 0.05, level: float = 0.95) -> "pd.DataFrame":
+    """``method`` - ``base`` on baseline runs at ``density`` (1.0 for dense), per model and metric,
+    unpaired (runs of two methods share no weights): columns ``model, metric, mean_diff, low,
+    high, excludes_zero, n, ...`` from :func:`moon.statistics.welch_interval`. A model without runs
+    of both methods has no row."""
+    import pandas as pd
+
+    at = lambda m: 1.0 if m == "dense" else density          # noqa: E731
+    rows = []
+    for model, part in frame.groupby("model", sort=True):
+        for metric in metrics:
+            a, b = (numeric(plain_runs(part, m, at(m)), metric).dropna() for m in (method, base))
+            if len(a) and len(b):
+                rows.append({"model": model, "metric": metric,
+                             **asdict(welch_interval(a, b, level))})
+    return pd.DataFrame(rows, columns=["model", "metric", *PAIRED_COLUMNS])
+
+
 def primary_endpoints(frame: "pd.DataFrame", endpoints: Mapping[str, Any]) -> "pd.DataFrame":
     """A study's declared primary family (its ``endpoints.primary`` section: contrast, cells,
     metrics, alpha) evaluated on ``frame``: one row per cell and metric with ``mean_diff, low, high,
