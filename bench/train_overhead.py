@@ -12,7 +12,12 @@ and prints (b)/(a) and (c)/(a) (target: (c)/(a) >= 0.90), and (c)/(a'), the cost
 MOON alone, without the fused optimizer's gain. Each measurement is the best of
 ``--repeats`` timed epochs after one warm-up epoch, so a busy machine disturbs it less.
 
-    python bench/train_overhead.py [--images 20000] [--repeats 3] [--device cpu]
+A shared virtual machine's speed drifts by 20-30% within minutes, more than the effect measured,
+so the four loops run in ``--rounds`` interleaved rounds and the ratios are taken within a round
+(neighbouring measurements share the machine's state): the line per model gives the median
+ratio over the rounds with its range.
+
+    python bench/train_overhead.py [--images 20000] [--repeats 3] [--rounds 3] [--device cpu]
 """
 
 from __future__ import annotations
@@ -85,29 +90,42 @@ def _sync(device: torch.device) -> None:
 
 
 def main() -> None:
+    import statistics
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=20000)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="interleaved rounds of the four loops; ratios are medians over them")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--models", default="mlp,lenet5")
     args = parser.parse_args()
     device = torch.device(args.device)
     data = synthetic_fashion(args.images)
-    print(f"device={device} threads={torch.get_num_threads()} images/epoch={args.images} batch=128")
+    print(f"device={device} threads={torch.get_num_threads()} images/epoch={args.images} "
+          f"batch=128 rounds={args.rounds}")
     print(f"{'model':8s} {'(a) plain':>10s} {'(a) fused':>10s} {'(b) dense':>10s} "
-          f"{'(c) moon':>10s} {'(b)/(a)':>8s} {'(c)/(a)':>8s} {'(c)/(a)fused':>12s}   (img/s)")
+          f"{'(c) moon':>10s} {'(b)/(a)':>8s} {'(c)/(a)':>16s} {'(c)/(a)fused':>12s}   "
+          "(img/s: medians; ratio: median [min, max] over rounds)")
     for name in args.models.split(","):
         # epochs=repeats+1 so the timed epochs cover the schedule's update and averaging phases
         common = dict(model=name, epochs=args.repeats + 1, batch_size=128, device=args.device)
         dense = RunConfig(method="dense", density=1.0, unknown_class=False, averaging=False, **common)
         moon = RunConfig(method="rigl", density=0.05, unknown_class=True, averaging=True,
                          warmup_epochs=1, average_epochs=1, **common)
-        a = plain_loop(dense, data, device, args.repeats)
-        af = plain_loop(dense, data, device, args.repeats, fused=True)
-        b = trainer_loop(dense, data, device, args.repeats)
-        c = trainer_loop(moon, data, device, args.repeats)
-        print(f"{name:8s} {a:10.0f} {af:10.0f} {b:10.0f} {c:10.0f} {b / a:8.2f} {c / a:8.2f} "
-              f"{c / af:12.2f}")
+        rounds = []
+        for _ in range(args.rounds):
+            rounds.append((plain_loop(dense, data, device, args.repeats),
+                           plain_loop(dense, data, device, args.repeats, fused=True),
+                           trainer_loop(dense, data, device, args.repeats),
+                           trainer_loop(moon, data, device, args.repeats)))
+        a, af, b, c = (statistics.median(r[i] for r in rounds) for i in range(4))
+        ca = [r[3] / r[0] for r in rounds]
+        ratio = lambda values: statistics.median(values)          # noqa: E731
+        print(f"{name:8s} {a:10.0f} {af:10.0f} {b:10.0f} {c:10.0f} "
+              f"{ratio([r[2] / r[0] for r in rounds]):8.2f} "
+              f"{ratio(ca):5.2f} [{min(ca):.2f}, {max(ca):.2f}] "
+              f"{ratio([r[3] / r[1] for r in rounds]):12.2f}")
 
 
 if __name__ == "__main__":
