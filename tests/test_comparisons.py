@@ -607,6 +607,31 @@ def test_paper_vs_ours_answers_every_published_claim(frame):
                                                 f"{each}; LeNet-5 SET 0.05: {each}")
 
 
+def test_not_reproduced_names_our_number_and_its_explanation(frame):
+    from moon.report import headline
+
+    assert headline.not_reproduced(frame) == []        # MOON raised far AUROC; the premise held
+    flat = frame.copy()
+    for column in ("ood.near.msp.auroc", "ood.far.msp.auroc"):     # MOON = baseline, per seed
+        flat[column] = 0.8 + 0.01 * flat["seed"]
+    plain = ~flat["unknown_class"].astype(bool)
+    sparse = flat["method"] != "dense"
+    flat.loc[sparse & plain, "id.ece"] = 0.02 + 0.001 * flat["seed"]   # sparse better calibrated
+    flat.loc[~sparse & plain, "id.ece"] = 0.05 + 0.001 * flat["seed"]
+    flat.loc[~sparse, "id.temperature"] = 1.8
+    flat["extra.unknown_mass.id_test"] = np.where(flat["unknown_class"], 0.0002, np.nan)
+    flat["extra.unknown_mass.photos"] = np.where(flat["unknown_class"], 0.004, np.nan)
+    auroc, premise = headline.not_reproduced(flat)
+    assert auroc.startswith("**MOON's AUROC gain.** Published: up to +8.4 points. Ours: at best "
+                            "+0.0 [+0.0, +0.0] points (")
+    assert "no sparse setting rose measurably (0 of 8 setting x group cells)" in auroc
+    assert "a median 0.020% of the probability on ID test images and at most 0.40% on an OOD" in auroc
+    assert premise.startswith("**The premise.** Published: sparse RigL's ECE +3.6 points above "
+                              "dense")
+    assert "Ours: sparse − dense −3.0 to −3.0 points, worse calibrated in 0 of 4" in premise
+    assert "temperature of the baselines is 1.80 dense and 1.50 sparse" in premise
+
+
 def test_limitations_carry_their_numbers(frame):
     from moon.report import headline
 
