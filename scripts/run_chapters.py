@@ -78,16 +78,26 @@ def main() -> int:
 
 
 def _hide_parameters(path: Path) -> None:
-    """Collapse the parameters cells' source in the book (the values stay one click away)."""
+    """In the book, leave out the template's default parameters (a reader would take them for the
+    run's: ``epochs = 20`` where the chapter ran 100) and collapse the parameters papermill
+    injected, the values the chapter ran with (one click away); drop the kernel's start-up
+    warnings from the outputs."""
     import nbformat
 
     nb = nbformat.read(path, as_version=4)
-    for cell in nb.cells:     # the kernel's own start-up warnings are not the chapter's output
+    injected = any("injected-parameters" in c.metadata.get("tags", []) for c in nb.cells)
+    for cell in nb.cells:
         cell["outputs"] = [o for o in cell.get("outputs", []) if not (
             o.get("name") == "stderr" and "[IPKernelApp]" in o.get("text", ""))]
         tags = cell.metadata.setdefault("tags", [])
-        if {"parameters", "injected-parameters"} & set(tags) and "hide-input" not in tags:
-            tags.append("hide-input")
+        if "parameters" in tags and injected:
+            extra = "remove-cell"        # the defaults, overridden by the injected cell
+        elif {"parameters", "injected-parameters"} & set(tags):
+            extra = "hide-input"
+        else:
+            continue
+        if extra not in tags:
+            tags.append(extra)
     nbformat.write(nb, path)
 
 
