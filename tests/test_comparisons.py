@@ -681,7 +681,7 @@ def test_calibration_and_regime_conclusions_carry_their_numbers(frame):
     assert "The dense baseline fits its training data (final training accuracy 99.50-99.90%)" in regime
     assert "fitted temperature 1.50-1.80" in regime and "holds in 25% of sparse" in regime
     assert "mean ECE gap −1.6 points" in regime and "training error is 2.0-10.0%" in regime
-    assert "r = -0.50 [-0.80, 0.10]" in regime and "in 60% of pairs" in regime
+    assert "r = −0.50 [−0.80, +0.10]" in regime and "in 60% of pairs" in regime
 
 
 def sweep_frame() -> pd.DataFrame:

@@ -427,9 +427,9 @@ def regime_conclusion(answers: dict, link: dict | None = None) -> str:
     ]
     if link and link.get("n", 0) >= 4:
         text.append(f"across {link['n']} MOON-baseline pairs of both studies, MOON's ECE change "
-                    f"and the baseline's temperature correlate with r = {link['r']:.2f} "
-                    f"[{link['low']:.2f}, {link['high']:.2f}], and the sign follows the "
-                    f"prediction in {100 * link['predicted_share']:.0f}% of pairs")
+                    f"and the baseline's temperature correlate with r = {signed(link['r'], 2)} "
+                    f"[{signed(link['low'], 2)}, {signed(link['high'], 2)}], and the sign "
+                    f"follows the prediction in {100 * link['predicted_share']:.0f}% of pairs")
     return _bold("; ".join(t for t in text if t) + ".")
 
 
