@@ -371,7 +371,7 @@ result = moon.run(cfg.replace(resume=True), out_dir)     # trains, or reuses the
 model, cfg = load_model(out_dir)
 outputs = outputs_for(model, load_id(cfg.dataset), cfg, "cpu")
 sweep = theory.dice_variance_sweep(model, outputs.pop("train"), outputs, num_known=model.head.out_features - int(cfg.unknown_class))
-sweep""",
+theory.dice_variance_table(sweep)""",
         "theory.plot_dice_variance(sweep)",
         ("from IPython.display import Markdown\nMarkdown(theory.dice_variance_conclusion(sweep))",
          HIDE)),
