@@ -15,9 +15,10 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 
 from moon.report import stats
-from moon.report.frame import (BASELINE, PRIMARY_METRICS, describe_runs, flag, higher_is_better,
-                               method_name, metric_label, model_name, numeric, with_model)
-from moon.report.tables import interval_table, interval_text, signed
+from moon.report.frame import (BASELINE, DETECTOR_NAMES, PRIMARY_METRICS, describe_runs, flag,
+                               higher_is_better, method_name, metric_label, model_name,
+                               moon_label, numeric, with_model)
+from moon.report.tables import interval_table, interval_text, ood_table, signed
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -65,13 +66,20 @@ def _effect_bullet(effects: "pd.DataFrame", metric: str) -> str | None:
     return f"**{lead}** ({span}{seen})."
 
 
+def _premise_counts(frame: "pd.DataFrame") -> tuple["pd.DataFrame", int, int]:
+    """ECE sparse - dense per sparse setting, and in how many it is measurably worse (higher)
+    and better (lower): the premise, for the verdict and for what we could not reproduce."""
+    effect = stats.sparsity_effect_frame(frame, metrics=("id.ece",))
+    moved = effect["excludes_zero"]
+    return (effect, int((moved & (effect["mean_diff"] > 0)).sum()),
+            int((moved & (effect["mean_diff"] < 0)).sum()))
+
+
 def _premise_bullet(frame: "pd.DataFrame") -> str | None:
     """Whether plain sparse training was worse calibrated than dense (ECE, sparse - dense)."""
-    effect = stats.sparsity_effect_frame(frame, metrics=("id.ece",))
+    effect, worse, better = _premise_counts(frame)
     if effect.empty:
         return None
-    worse = int((effect["excludes_zero"] & (effect["mean_diff"] > 0)).sum())
-    better = int((effect["excludes_zero"] & (effect["mean_diff"] < 0)).sum())
     n = len(effect)
     tail = lambda k: str(k) if k else "none"          # noqa: E731
     if worse > better:
@@ -230,6 +238,8 @@ def not_reproduced(frame: "pd.DataFrame", path: str | Path = PUBLISHED) -> list[
     measurement that explains it: MOON's AUROC gain (and how little probability the unknown class
     holds at the end of training), and the premise (and the baselines' fitted temperatures). A
     claim that did reproduce gets no bullet."""
+    import pandas as pd
+
     effects, bullets = moon_effects(frame), []
     sparse = effects[effects["metric"].isin(["ood.near.msp.auroc", "ood.far.msp.auroc"])
                      & (effects["method"] != "dense")]
@@ -243,7 +253,7 @@ def not_reproduced(frame: "pd.DataFrame", path: str | Path = PUBLISHED) -> list[
         why = ""
         if ood_cols and "extra.unknown_mass.id_test" in mass.columns:
             id_mass = 100 * numeric(mass, "extra.unknown_mass.id_test").median()
-            ood_mass = 100 * mass[ood_cols].apply(lambda c: numeric(mass, c.name)).median().max()
+            ood_mass = 100 * mass[ood_cols].apply(pd.to_numeric, errors="coerce").median().max()
             why = (f" Why, as far as the runs show: at the end of training the unknown class "
                    f"holds a median {id_mass:.3f}% of the probability on ID test images and at "
                    f"most {ood_mass:.2f}% on an OOD set (median over runs), so its MSP "
@@ -253,9 +263,8 @@ def not_reproduced(frame: "pd.DataFrame", path: str | Path = PUBLISHED) -> list[
             f"{interval_text(best, 100)} points ({best['metric'].split('.')[1]}-OOD, "
             f"{_setting(best)}), and no sparse setting rose measurably (0 of {len(sparse)} "
             f"setting x group cells).{why}")
-    premise = stats.sparsity_effect_frame(frame, metrics=("id.ece",))
+    premise, worse, _ = _premise_counts(frame)
     gap = _published_value("sparse-overconfident", path)
-    worse = int((premise["excludes_zero"] & (premise["mean_diff"] > 0)).sum())
     if len(premise) and gap is not None and 2 * worse <= len(premise):
         plain = frame[~flag(frame, "unknown_class") & ~flag(frame, "averaging")]
         temps = {kind: numeric(plain[(plain["method"] == "dense") == (kind == "dense")],
@@ -436,13 +445,8 @@ def regime_conclusion(answers: dict, link: dict | None = None) -> str:
 def run_conclusion(result) -> str:
     """One run's close: its accuracy and calibration, and the best detector per OOD group
     against MSP (from the run's ``result.json``)."""
-    from moon.report.frame import DETECTOR_NAMES
-    from moon.report.tables import ood_table
-
     cfg, ident = result.config, result.id
     table = ood_table(result, "auroc")
-    from moon.report.frame import moon_label
-
     setting = _setting({"method": cfg["method"], "density": cfg["density"]})
     parts = [f"this run ({setting}, {moon_label(cfg)}, {cfg['model']}, {cfg['epochs']} epochs) "
              f"reached "
