@@ -41,6 +41,8 @@ class RunConfig:
     # --- what is trained -------------------------------------------------------------------------
     dataset: str = "fashion_mnist"      # in-distribution set, a key of moon.data.ID_SETS
     model: str = "lenet5"               # mlp (LeNet-300-100) | lenet5 | resnet18 (CIFAR stem) | wrn
+    width: int = 0                      # MLP hidden widths: 0 is LeNet-300-100 (300, 100); w > 0
+                                        # gives two hidden layers of w (the capacity axis)
     method: str = "rigl"                # dense | static | set | rigl | cigl
     density: float = 0.05               # fraction of maskable weights kept, in (0, 1]; dense needs 1
     sparse_init: str = "erk"            # per-layer densities: erk (Erdos-Renyi-kernel) | uniform
@@ -64,6 +66,8 @@ class RunConfig:
     lr: float = 0.05                    # initial learning rate (SGD, Nesterov); at 0.1 LeNet-5,
                                         # which has no normalisation, diverged on some seeds
     lr_final: float = 0.005             # LR at the end of the cosine, kept through the averaging window
+    lr_hold_epochs: int | None = None   # last epochs held at lr_final (the cosine ends before
+                                        # them); None: the averaging window (0 without averaging)
     lr_warmup_epochs: float = 1.0       # linear LR warm-up from 0 over these epochs (0: none); without
                                         # it LeNet-5 at 5% density diverged in epoch 1 on a seed
     momentum: float = 0.9               # SGD momentum, in [0, 1)
@@ -78,6 +82,8 @@ class RunConfig:
 
     # --- data and evaluation ----------------------------------------------------------------------
     max_train_samples: int = 0          # use only this many training images (0: all)
+    subset_seed: int | None = None      # seed of that subset; None: the run's seed. A fixed value
+                                        # gives every seed the same images, nested across sizes
     max_eval_samples: int = 0           # cap on test and each OOD set's images (0: all)
     ood_sets: str = AUTO                # comma-separated OOD set names; auto: the dataset's offline sets
     detectors: str = AUTO               # comma-separated detector names; auto: all that apply
@@ -127,6 +133,17 @@ class RunConfig:
         if self.average_epochs is not None:
             return self.average_epochs
         return max(1, round(0.2 * self.epochs))
+
+    @property
+    def lr_hold(self) -> int:
+        """Epochs held at ``lr_final`` at the end: the field, or the averaging window (so the
+        averaged snapshots share one LR), 0 without averaging (the cosine spans the run)."""
+        return self.averaged_epochs if self.lr_hold_epochs is None else self.lr_hold_epochs
+
+    @property
+    def train_subset_seed(self) -> int:
+        """The seed that picks the ``max_train_samples`` subset: ``subset_seed``, else ``seed``."""
+        return self.seed if self.subset_seed is None else self.subset_seed
 
     @property
     def update_stop(self) -> float:
@@ -318,6 +335,13 @@ def _check_types(cfg: RunConfig) -> None:
             raise _bad(f.name, value, f"expected a finite {type_name}")
 
 
+def _check_width(cfg: RunConfig) -> None:
+    if cfg.width < 0:
+        raise _bad("width", cfg.width, "0 (LeNet-300-100) or a hidden width >= 1")
+    if cfg.width and cfg.model != "mlp":
+        raise _bad("width", cfg.width, f"only model=mlp has a width; model={cfg.model} needs 0")
+
+
 def _check_sparsity(cfg: RunConfig) -> None:
     if not 0.0 < cfg.density <= 1.0:
         raise _bad("density", cfg.density, "a fraction in (0, 1]")
@@ -360,6 +384,13 @@ def _check_optimisation(cfg: RunConfig) -> None:
         raise _bad("lr", cfg.lr, "a number > 0")
     if not 0 < cfg.lr_final <= cfg.lr:
         raise _bad("lr_final", cfg.lr_final, f"a number in (0, lr] = (0, {cfg.lr}]")
+    if cfg.lr_hold_epochs is not None and not 0 <= cfg.lr_hold_epochs < cfg.epochs:
+        raise _bad("lr_hold_epochs", cfg.lr_hold_epochs,
+                   f"None or an integer in [0, epochs) = [0, {cfg.epochs})")
+    if cfg.lr_hold < cfg.averaged_epochs:
+        raise _bad("lr_hold_epochs", cfg.lr_hold_epochs,
+                   f"at least the {cfg.averaged_epochs} averaged epochs (averaged snapshots share "
+                   f"one LR), or None")
     if not 0.0 <= cfg.lr_warmup_epochs <= cfg.epochs:
         raise _bad("lr_warmup_epochs", cfg.lr_warmup_epochs,
                    f"a number of epochs in [0, epochs] = [0, {cfg.epochs}]")
@@ -372,6 +403,8 @@ def _check_optimisation(cfg: RunConfig) -> None:
 def _check_execution(cfg: RunConfig) -> None:
     if cfg.seed < 0:
         raise _bad("seed", cfg.seed, "an integer >= 0")
+    if cfg.subset_seed is not None and cfg.subset_seed < 0:
+        raise _bad("subset_seed", cfg.subset_seed, "None (the run's seed) or an integer >= 0")
     if cfg.max_train_samples < 0:
         raise _bad("max_train_samples", cfg.max_train_samples, "an integer >= 0 (0: all)")
     if cfg.fit_samples < 0:
@@ -412,5 +445,5 @@ def _check_evaluation(cfg: RunConfig) -> None:
 
 
 # Order matters: types first, so later rules can compare numbers safely.
-_CHECKS = (_check_types, _check_choices, _check_optimisation, _check_sparsity, _check_moon,
+_CHECKS = (_check_types, _check_choices, _check_width, _check_optimisation, _check_sparsity, _check_moon,
            _check_execution, _check_evaluation)

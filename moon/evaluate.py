@@ -59,7 +59,8 @@ def fit_subset(data: IDData, cfg: RunConfig) -> tuple[torch.Tensor, torch.Tensor
     x, y = data.train_x, data.train_y
     limit = min(v for v in (cfg.fit_samples, cfg.max_train_samples, len(y)) if v > 0)
     if limit < len(y):
-        keep = torch.randperm(len(y), generator=torch.Generator().manual_seed(cfg.seed))[:limit]
+        gen = torch.Generator().manual_seed(cfg.train_subset_seed)
+        keep = torch.randperm(len(y), generator=gen)[:limit]
         x, y = x[keep], y[keep]
     return x, y
 

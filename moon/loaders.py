@@ -79,12 +79,15 @@ class Loaders(NamedTuple):
 
 
 def make_loaders(id_data: IDData, batch_size: int, seed: int, device: str | torch.device = "cpu",
-                 max_train_samples: int = 0, eval_batch_size: int = 2048) -> Loaders:
+                 max_train_samples: int = 0, eval_batch_size: int = 2048,
+                 subset_seed: int | None = None) -> Loaders:
     """Train (shuffled by ``seed``; augmented for CIFAR sources), validation and test loaders.
-    ``max_train_samples > 0`` trains on a seeded random subset of that size."""
+    ``max_train_samples > 0`` trains on a random subset of that size, drawn with ``subset_seed``
+    (default ``seed``): the first images of one permutation, so subsets of one seed are nested."""
     x, y = id_data.train_x, id_data.train_y
     if 0 < max_train_samples < len(y):
-        keep = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))[:max_train_samples]
+        gen = torch.Generator().manual_seed(seed if subset_seed is None else subset_seed)
+        keep = torch.randperm(len(y), generator=gen)[:max_train_samples]
         x, y = x[keep], y[keep]
     stats = (id_data.mean, id_data.std)
     augment = id_data.spec.source in ("cifar10", "cifar100")

@@ -35,14 +35,17 @@ class Classifier(nn.Module):
 
 
 class MLP(Classifier):
-    """LeNet-300-100 of the sparse-training literature: in -> 300 -> 100 -> C, ReLU."""
+    """LeNet-300-100 of the sparse-training literature: in -> 300 -> 100 -> C, ReLU; with
+    ``width = w > 0``, in -> w -> w -> C (the wide MLP of the capacity axis)."""
 
-    def __init__(self, num_outputs: int, in_channels: int = 1, image_size: int = 28):
+    def __init__(self, num_outputs: int, in_channels: int = 1, image_size: int = 28,
+                 width: int = 0):
         super().__init__()
         d_in = in_channels * image_size * image_size
-        self.body = nn.Sequential(nn.Flatten(), nn.Linear(d_in, 300), nn.ReLU(inplace=True),
-                                  nn.Linear(300, 100), nn.ReLU(inplace=True))
-        self.head = nn.Linear(100, num_outputs)
+        h1, h2 = (width, width) if width else (300, 100)
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(d_in, h1), nn.ReLU(inplace=True),
+                                  nn.Linear(h1, h2), nn.ReLU(inplace=True))
+        self.head = nn.Linear(h2, num_outputs)
 
 
 class LeNet5(Classifier):
@@ -119,11 +122,14 @@ ARCHITECTURES: dict[str, type[Classifier]] = {
     "mlp": MLP, "lenet5": LeNet5, "resnet18": ResNet18, "wrn": WideResNet}
 
 
-def build_model(name: str, num_outputs: int, in_channels: int, image_size: int) -> Classifier:
-    """Build architecture ``name`` with ``num_outputs`` logits for ``[in_channels, size, size]``."""
+def build_model(name: str, num_outputs: int, in_channels: int, image_size: int,
+                width: int = 0) -> Classifier:
+    """Build architecture ``name`` with ``num_outputs`` logits for ``[in_channels, size, size]``
+    (``width``: the MLP's hidden width, 0 for LeNet-300-100)."""
     if name not in ARCHITECTURES:
         raise ValueError(f"model={name!r} is not known; choose one of {', '.join(ARCHITECTURES)}")
-    return ARCHITECTURES[name](num_outputs, in_channels=in_channels, image_size=image_size)
+    extra = {"width": width} if width else {}
+    return ARCHITECTURES[name](num_outputs, in_channels=in_channels, image_size=image_size, **extra)
 
 
 def num_outputs(cfg: RunConfig) -> int:
@@ -134,4 +140,4 @@ def num_outputs(cfg: RunConfig) -> int:
 def model_for(cfg: RunConfig) -> Classifier:
     """The model a run trains, initialised from the global RNG (seed it first)."""
     spec = ID_SETS[cfg.dataset]
-    return build_model(cfg.model, num_outputs(cfg), spec.channels, spec.size)
+    return build_model(cfg.model, num_outputs(cfg), spec.channels, spec.size, cfg.width)

@@ -68,19 +68,20 @@ def released_drop_fraction(step: int, initial: float) -> float:
     return 0.5 * initial * (1.0 + math.cos(math.pi * k / RELEASED_T_MAX))
 
 
-def learning_rate(step: int, steps_per_epoch: int, epochs: int, average_epochs: int,
+def learning_rate(step: int, steps_per_epoch: int, epochs: int, hold_epochs: int,
                   lr: float, lr_final: float, warmup_epochs: float = 0.0) -> float:
-    """Cosine from ``lr`` to ``lr_final`` over the epochs before the averaging window, then constant,
-    after an optional linear warm-up.
+    """Cosine from ``lr`` to ``lr_final`` over the epochs before the last ``hold_epochs`` (the
+    averaging window unless ``lr_hold_epochs`` says otherwise), then constant, after an optional
+    linear warm-up.
 
-    With ``E`` epochs, ``A`` averaged epochs and ``N`` steps per epoch (reference section 3):
+    With ``E`` epochs, ``A`` held epochs and ``N`` steps per epoch (reference section 3):
     ``lr(s) = lr_final + (lr - lr_final) / 2 * (1 + cos(pi * s / ((E - A) * N)))`` while
     ``s // N < E - A``, and ``lr_final`` afterwards, so the averaged snapshots share one LR.
-    Without averaging (``A = 0``) the cosine spans the whole run. During the first
+    Without averaging and without ``lr_hold_epochs`` (``A = 0``) the cosine spans the whole run. During the first
     ``W = warmup_epochs * N`` steps the value is multiplied by ``(s + 1) / W`` (a linear warm-up,
     as in CigL's recipe); the cosine itself is not delayed.
     """
-    cosine_steps = (epochs - average_epochs) * steps_per_epoch
+    cosine_steps = (epochs - hold_epochs) * steps_per_epoch
     if cosine_steps <= 0 or step >= cosine_steps:
         value = lr_final
     else:

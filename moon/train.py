@@ -127,7 +127,7 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.model = model_for(cfg).to(device)
         self.loaders = make_loaders(data, cfg.batch_size, cfg.seed, device, cfg.max_train_samples,
-                                    cfg.eval_batch_size)
+                                    cfg.eval_batch_size, cfg.train_subset_seed)
         self.steps_per_epoch = len(self.loaders.train)
         self.total_steps = cfg.epochs * self.steps_per_epoch
         self.optimizer = make_optimizer(self.model, cfg)
@@ -150,7 +150,7 @@ class Trainer:
 
     def _lr_factor(self, step: int) -> float:
         cfg = self.cfg
-        return schedules.learning_rate(step, self.steps_per_epoch, cfg.epochs, cfg.averaged_epochs,
+        return schedules.learning_rate(step, self.steps_per_epoch, cfg.epochs, cfg.lr_hold,
                                        cfg.lr, cfg.lr_final, cfg.lr_warmup_epochs) / cfg.lr
 
     # --- the loop ---------------------------------------------------------------------------------
