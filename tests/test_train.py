@@ -224,3 +224,60 @@ def test_paper_preset_is_the_papers_schedule():
     cfg = from_params({"method": "rigl", "density": 0.05}, "paper")
     assert (cfg.epochs, cfg.warmup, cfg.averaged_epochs, cfg.max_train_samples) == (100, 5, 20, 0)
     assert cfg.update_stop == 0.7 and cfg.update_interval is None
+
+
+# --- the regime study's fields: lr_hold_epochs, subset_seed, width ----------------------------------
+def test_lr_hold_gives_a_baseline_moons_lr_schedule(tiny_fashion):
+    """``lr_hold_epochs`` ends the cosine where MOON's averaging starts, without averaging: the
+    per-step LR of a baseline with it equals MOON's, and differs from the plain baseline's."""
+    base = cfg_of(model="mlp", method="dense", density=1.0, epochs=10, unknown_class=False,
+                  averaging=False, average_epochs=2)
+    lrs = {}
+    for name, cfg in {"baseline": base, "moon_lr": base.replace(lr_hold_epochs=2),
+                      "moon": base.replace(unknown_class=True, averaging=True)}.items():
+        trainer = Trainer(cfg, tiny_fashion, torch.device("cpu"), progress=False)
+        lrs[name] = [trainer._lr_factor(s) for s in range(trainer.total_steps)]
+    assert lrs["moon_lr"] == lrs["moon"] and lrs["baseline"] != lrs["moon"]
+    steps = len(lrs["moon"]) // 10
+    assert set(lrs["moon_lr"][8 * steps:]) == {base.lr_final / base.lr}
+    assert lrs["baseline"][8 * steps] > base.lr_final / base.lr
+
+
+def test_lr_hold_must_cover_the_averaging_window():
+    with pytest.raises(ValueError, match="lr_hold_epochs"):
+        cfg_of(epochs=10, average_epochs=4, averaging=True, lr_hold_epochs=2)
+    with pytest.raises(ValueError, match="lr_hold_epochs"):
+        cfg_of(epochs=10, lr_hold_epochs=10)
+    assert cfg_of(epochs=10, averaging=False, unknown_class=False).lr_hold == 0
+
+
+def test_subset_seed_fixes_the_images_across_seeds_and_nests_sizes(tiny_fashion):
+    from moon.evaluate import fit_subset
+    from moon.loaders import make_loaders
+
+    def rows(x):
+        return {tuple(img.flatten().tolist()) for img in x}
+
+    def images(n, seed, subset_seed):
+        loader = make_loaders(tiny_fashion, 64, seed, max_train_samples=n, subset_seed=subset_seed)
+        return rows(loader.train.images)
+
+    assert images(200, 0, 7) == images(200, 3, 7)            # the same images for every seed
+    assert images(200, 0, None) != images(200, 3, None)      # default: the run's seed draws them
+    assert images(100, 1, 7) < images(300, 2, 7)             # nested: 100 of the 300
+    cfg = cfg_of(max_train_samples=200, subset_seed=7, seed=3, fit_samples=100)
+    fitted = rows(fit_subset(tiny_fashion, cfg)[0])          # detectors fit on those images
+    assert len(fitted) == 100 and fitted < images(200, 3, 7)
+
+
+def test_width_widens_both_hidden_layers_of_the_mlp():
+    from moon.models import model_for
+
+    wide = model_for(cfg_of(model="mlp", width=64, method="dense", density=1.0))
+    shapes = [tuple(p.shape) for n, p in wide.named_parameters() if n.endswith("weight")]
+    assert shapes == [(64, 784), (64, 64), (11, 64)]
+    plain = model_for(cfg_of(model="mlp", method="dense", density=1.0))
+    assert [tuple(p.shape) for n, p in plain.named_parameters() if n.endswith("weight")] == [
+        (300, 784), (100, 300), (11, 100)]
+    with pytest.raises(ValueError, match="width"):
+        cfg_of(model="lenet5", width=64)
