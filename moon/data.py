@@ -69,6 +69,7 @@ ID_SETS: dict[str, IDSpec] = {s.name: s for s in (
 SYSTEM_DATA = Path("/usr/share/datasets")   # where Debian's dataset-* packages install
 _SPLIT_SEED = 12345                         # fixed: the validation split never depends on the run seed
 _VAL_FRACTION = 12                          # the last 1/12 of the permuted training file is validation
+SOURCE_TRAIN_IMAGES = {"fashion_mnist": 60000, "mnist": 60000, "cifar10": 50000, "cifar100": 50000}
 
 # Per source family: the folder layouts looked for under every root, and the files that must be there.
 _IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
@@ -87,6 +88,17 @@ _REQUIRED: dict[str, tuple[str, ...]] = {
 }
 _TORCHVISION_CLASS = {"fashion_mnist": "FashionMNIST", "mnist": "MNIST", "kmnist": "KMNIST",
                       "cifar10": "CIFAR10", "cifar100": "CIFAR100"}
+
+
+def train_split_size(name: str, validation: bool = True) -> float:
+    """Images in the training split of ID set ``name`` (the source's training file less the 1/12
+    :func:`load_id` keeps for validation; ``validation=False``: the whole file), without reading
+    it; NaN for a class-subset set, whose split size depends on the permutation."""
+    spec = ID_SETS[name]
+    if spec.classes is not None:
+        return float("nan")
+    total = SOURCE_TRAIN_IMAGES[spec.source]
+    return float(total - total // _VAL_FRACTION if validation else total)
 
 
 def data_roots() -> list[Path]:

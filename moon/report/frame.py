@@ -199,6 +199,9 @@ def results_frame(results_or_root) -> "pd.DataFrame":
     for result in results:
         row = {k: v for k, v in flatten(result).items() if not k.startswith("extra.curves.")}
         row["moon"], row["variant"] = moon_label(result.config), variant_label(result.config)
+        if result.history:                  # the regime: how well the run fit its training data
+            row["train.accuracy"] = result.history[-1].get("train_acc")
+            row["train.unknown_mass"] = result.history[-1].get("unknown_mass")
         rows.append(row)
     return with_group_means(pd.DataFrame(rows))
 

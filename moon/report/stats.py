@@ -122,7 +122,7 @@ def sparsity_effect_frame(frame: "pd.DataFrame", metrics=PRIMARY_METRICS,
     metrics, by = list(metrics), with_model(frame, by)
     match = [c for c in match if c in frame.columns]
     require_columns(frame, metrics + by + ["method", "unknown_class", "averaging"])
-    plain = frame[~flag(frame, "unknown_class") & ~flag(frame, "averaging")]
+    plain = plain_baselines(frame)
     dense = plain[plain["method"] == base_method]
     rows = []
     for group, runs in plain[plain["method"] != base_method].groupby(by, sort=True):
@@ -133,6 +133,9 @@ def sparsity_effect_frame(frame: "pd.DataFrame", metrics=PRIMARY_METRICS,
                 raise ValueError(f"group {group} mixes {column} values {list(values)}; add "
                                  f"{column!r} to by")
             ref = ref[ref[column] == values[0]]
+        unpooled(runs, ("seed",), f"sparse runs of {group}")
+        unpooled(ref, ("seed", "method", "density", "sparse_init", "dpnum", "rescale_init"),
+                 f"the {base_method} runs {group} is compared with")
         for metric in metrics:
             a, b = (pd.to_numeric(x[metric], errors="coerce").dropna() for x in (runs, ref))
             if len(a) and len(b):
@@ -143,11 +146,38 @@ def sparsity_effect_frame(frame: "pd.DataFrame", metrics=PRIMARY_METRICS,
     return pd.DataFrame(rows, columns=[*by, "metric", *PAIRED_COLUMNS, "n_base"])
 
 
-def plain_runs(frame: "pd.DataFrame", method: str, density: float) -> "pd.DataFrame":
-    """The baseline runs (no unknown class, no averaging) of one method and density."""
-    keep = (~flag(frame, "unknown_class") & ~flag(frame, "averaging") & (frame["method"] == method)
-            & np.isclose(frame["density"].astype(float), density))
+def plain_baselines(frame: "pd.DataFrame") -> "pd.DataFrame":
+    """The baseline runs: no unknown class, no averaging, and the baseline's own LR schedule
+    (``lr_hold_epochs`` unset; a baseline with MOON's LR schedule is a part of the ablation)."""
+    keep = ~flag(frame, "unknown_class") & ~flag(frame, "averaging")
+    if "lr_hold_epochs" in frame.columns:
+        keep &= frame["lr_hold_epochs"].isna()
     return frame[keep]
+
+
+def unpooled(runs: "pd.DataFrame", free, what: str) -> None:
+    """Refuse to pool runs that differ in a RunConfig field other than ``free`` (and the fields
+    that say how a run ran, :data:`NOT_PAIRED_ON`): an alpha sweep, another schedule or another
+    training-set size is never averaged into one cell. A field a result file lacks (written before
+    the field existed) counts as its default."""
+    from moon.config import RunConfig
+
+    defaults = RunConfig().to_dict()
+    for field in config_keys(runs, free):
+        values = {repr(defaults.get(field) if _missing(v) else v) for v in runs[field]}
+        if len(values) > 1:
+            raise ValueError(f"{what} differ in {field} ({', '.join(sorted(values))}): compare "
+                             f"them apart (add {field!r} to by) rather than pool them")
+
+
+def _missing(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def plain_runs(frame: "pd.DataFrame", method: str, density: float) -> "pd.DataFrame":
+    """The baseline runs (:func:`plain_baselines`) of one method and density."""
+    plain = plain_baselines(frame)
+    return plain[(plain["method"] == method) & np.isclose(plain["density"].astype(float), density)]
 
 
 def method_contrast(frame: "pd.DataFrame", metrics, method: str, base: str,
@@ -186,6 +216,55 @@ def primary_endpoints(frame: "pd.DataFrame", endpoints: Mapping[str, Any]) -> "p
     long["p_holm"] = holm(long["p_value"].to_numpy())
     long["significant"] = long["p_holm"] < alpha
     return long
+
+
+def declared_families(frame: "pd.DataFrame", endpoints: Mapping[str, Any]) -> "pd.DataFrame":
+    """A study's declared primary families (``endpoints.families``: per name a ``contrast``, the
+    treated ``cells`` and ``metrics``), each evaluated at every value of the ``endpoints.by``
+    fields (the regime study: per training-set size). A contrast on axis ``moon`` is MOON -
+    baseline paired by seed (:func:`paired_moon_frame`); on axis ``method`` it is the treated
+    sparse baselines - the ``control`` method's baselines, unpaired (:func:`sparsity_effect_frame`).
+    Holm's adjustment (:func:`moon.statistics.holm`) runs within each family at each ``by`` value,
+    as declared. Columns ``family, *by, model, method, density, metric, mean_diff, low, high, ...,
+    p_holm, significant``."""
+    import pandas as pd
+
+    by, alpha = list(endpoints.get("by", [])), float(endpoints.get("alpha", 0.05))
+    level, parts = 1 - alpha, []
+    for name, family in dict(endpoints.get("families", {})).items():
+        contrast, cells = family.get("contrast", {}), dict(family.get("cells", {}))
+        group = [*by, "model", "method", "density"]
+        if contrast.get("axis") == "moon":
+            keep = _select(frame, cells)
+            long = paired_moon_frame(keep, family["metrics"], by=group, level=level)
+        elif contrast.get("axis") == "method":
+            control = contrast.get("control", "dense")
+            context = {k: v for k, v in cells.items() if k not in ("method", "density")}
+            keep = _select(frame, context)
+            long = sparsity_effect_frame(keep, family["metrics"], base_method=control, by=group,
+                                         match=("dataset", "model", "epochs", "width", *by),
+                                         level=level)
+            long = _select(long, {k: v for k, v in cells.items() if k in ("method", "density")})
+        else:
+            raise ValueError(f"family {name}: contrast {contrast} is not implemented (axis moon "
+                             f"or method)")
+        for _, part in long.groupby(by, sort=True) if by else [(None, long)]:
+            parts.append(part.assign(family=name, p_holm=holm(part["p_value"].to_numpy())))
+    if not parts:
+        return pd.DataFrame(columns=["family", *by, "model", "method", "density", "metric",
+                                     *PAIRED_COLUMNS, "p_holm", "significant"])
+    out = pd.concat(parts, ignore_index=True)
+    out["significant"] = out["p_holm"] < alpha
+    return out[["family", *[c for c in out.columns if c != "family"]]]
+
+
+def _select(frame: "pd.DataFrame", cells: Mapping[str, Any]) -> "pd.DataFrame":
+    for axis, values in cells.items():
+        if axis == "density":
+            frame = frame[np.isin(frame[axis].astype(float).round(6), np.round(values, 6))]
+        else:
+            frame = frame[frame[axis].isin(values)]
+    return frame
 
 
 # -- MOON's parts -----------------------------------------------------------------------------------

@@ -1,0 +1,198 @@
+"""The regime map: where sparse training hurts, and what MOON (or each of its parts) does there.
+
+One *point* per sparse setting of a study at one training-set size: a model (and width), a sparse
+method and density, trained on ``n`` images. Its position is the sparse baseline's number of
+active weights per training image (the x axis of the map: it spreads the settings that all fit
+their data at 99.9% training accuracy, and it places the MOON paper's ResNet-18 on CIFAR-10 at
+90-98% sparsity on the same axis); its heights are
+
+* the **premise**: sparse baseline - dense baseline (unpaired, Welch; the dense runs of the same
+  model, width, schedule and ``n``), positive ECE = sparse is worse calibrated;
+* **MOON's effect**: MOON - baseline, paired by seed (the same configuration but the MOON switches).
+
+The parts arm splits MOON into its switches (:func:`parts_frame`): every part is compared with
+the baseline that shares MOON's LR schedule, so each difference is one switch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from moon.report.frame import method_name, model_name, numeric
+from moon.report.stats import (PAIRED_COLUMNS, config_keys, paired_moon_frame, paired_rows,
+                               pairs, plain_baselines, sparsity_effect_frame)
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+MAP_METRICS = ("id.ece", "ood.near.msp.auroc", "ood.far.msp.auroc")
+EFFECTS = ("premise", "moon")
+POINT_KEYS = ("train_images", "model", "width", "method", "density")
+# The parts arm's variants, by their switches: (unknown_class, averaging, LR held at the end).
+PART_NAMES = {(False, False, False): "baseline", (False, False, True): "baseline, MOON's LR",
+              (False, True, True): "averaging", (True, False, True): "unknown class",
+              (True, True, True): "MOON"}
+# Each part's effect: (treated, reference); every pair differs in one switch but the last.
+PART_EFFECTS = (("MOON's LR schedule", "baseline, MOON's LR", "baseline"),
+                ("averaging", "averaging", "baseline, MOON's LR"),
+                ("unknown class", "unknown class", "baseline, MOON's LR"),
+                ("both (MOON)", "MOON", "baseline, MOON's LR"),
+                ("MOON - baseline", "MOON", "baseline"))
+
+
+# -- what a run is ----------------------------------------------------------------------------------
+def train_images(frame: "pd.DataFrame") -> "pd.Series":
+    """Training images of each run: ``max_train_samples``, or the dataset's whole training split."""
+    from moon.data import train_split_size
+
+    capped = numeric(frame, "max_train_samples").fillna(0)
+    full = frame["dataset"].map(train_split_size).astype(float)
+    return capped.where(capped > 0, full).astype(int)
+
+
+@lru_cache(maxsize=None)
+def maskable_weights(dataset: str, model: str, width: int = 0) -> int:
+    """Weights of the maskable layers (every convolution and linear layer) of a model."""
+    from moon.config import RunConfig
+    from moon.masking import maskable_parameters
+    from moon.models import model_for
+
+    cfg = RunConfig(dataset=dataset, model=model, width=width, method="dense", density=1.0,
+                    unknown_class=False)
+    return sum(p.numel() for p in maskable_parameters(model_for(cfg)).values())
+
+
+def with_regime_columns(frame: "pd.DataFrame") -> "pd.DataFrame":
+    """``frame`` with ``train_images``, ``width`` (0 where a result predates the field) and
+    ``active_per_image``: measured density x maskable weights / training images."""
+    out = frame.assign(train_images=train_images(frame),
+                       width=numeric(frame, "width").fillna(0).astype(int))
+    total = [maskable_weights(d, m, w) for d, m, w in zip(out["dataset"], out["model"], out["width"])]
+    density = numeric(out, "masks.density").fillna(out["density"].astype(float))
+    return out.assign(active_per_image=density * np.asarray(total) / out["train_images"])
+
+
+def paper_active_per_image(sparsities=(0.9, 0.98)) -> tuple[float, float]:
+    """The MOON paper's setting on the map: ResNet-18 (CIFAR stem) on CIFAR-10's 50,000 training
+    images at 90% and 98% sparsity, in active weights per training image (from our ResNet-18)."""
+    from moon.data import train_split_size
+
+    total = maskable_weights("cifar10", "resnet18")
+    # the paper trains on all 50,000 CIFAR-10 images (no validation split taken out)
+    images = train_split_size("cifar10", validation=False)
+    return tuple(sorted((1 - s) * total / images for s in sparsities))
+
+
+# -- the points -------------------------------------------------------------------------------------
+def regime_points(frames: Mapping[str, "pd.DataFrame"], metrics=MAP_METRICS,
+                  level: float = 0.95) -> "pd.DataFrame":
+    """One row per study, sparse setting (:data:`POINT_KEYS`), effect and metric: the premise
+    (sparse - dense baseline, Welch) and MOON - baseline (paired by seed) with their intervals,
+    and the setting's ``active_per_image`` and final ``train_accuracy`` (means over its baseline
+    runs). ``frames`` maps a study's label to its results frame; the parts arm's extra variants
+    (a baseline with MOON's LR schedule, one part alone) are in neither contrast."""
+    import pandas as pd
+
+    rows, keys = [], list(POINT_KEYS)
+    # contrasts group by config fields (pairs keep those); max_train_samples stands for n
+    fields = ["dataset", "max_train_samples", *keys[1:]]
+    for study, frame in frames.items():
+        data = with_regime_columns(frame)
+        data["max_train_samples"] = numeric(data, "max_train_samples").fillna(0).astype(int)
+        premise = sparsity_effect_frame(data, metrics, by=fields,
+                                        match=("model", "epochs", *fields[:3]),
+                                        level=level).assign(effect="premise")
+        moon = paired_moon_frame(data, metrics, by=fields, level=level).assign(effect="moon")
+        moon = moon[moon["method"] != "dense"]
+        base = plain_baselines(data)
+        where = base.groupby(fields)[["active_per_image", "train.accuracy"]].mean().reset_index()
+        long = pd.concat([premise.drop(columns="n_base"), moon], ignore_index=True)
+        long = long.merge(where, on=fields, how="left")
+        rows.append(long.assign(study=study, train_images=train_images(long)))
+    out = pd.concat(rows, ignore_index=True).rename(columns={"train.accuracy": "train_accuracy"})
+    return out[["study", *keys, "active_per_image", "train_accuracy", "effect", "metric",
+                *PAIRED_COLUMNS]]
+
+
+def by_size(frame: "pd.DataFrame", metric: str = "train.accuracy",
+            by=("model", "width", "method", "density", "moon")) -> "pd.DataFrame":
+    """Mean and range over seeds of a per-run column at each training-set size: the regime
+    chapter's per-n curves (training accuracy, fitted temperature, unknown-class mass)."""
+    data = with_regime_columns(frame)
+    data = data.assign(value=numeric(data, metric))
+    if "lr_hold_epochs" in data:               # the parts arm's extra variants are not plotted
+        data = data[data["lr_hold_epochs"].isna()]
+    data = data.dropna(subset=["value"])
+    groups = data.groupby(["train_images", *by], sort=True)["value"]
+    return groups.agg(["mean", "min", "max", "count"]).reset_index()
+
+
+# -- MOON's parts -----------------------------------------------------------------------------------
+def part_label(config: Mapping[str, Any]) -> str | None:
+    """The parts arm's name of a run (:data:`PART_NAMES`), or None for a run outside it (a run
+    whose LR schedule matches neither the baseline's nor MOON's)."""
+    unknown, averaging = bool(config.get("unknown_class")), bool(config.get("averaging"))
+    hold = config.get("lr_hold_epochs")
+    held = averaging or (hold is not None and not (isinstance(hold, float) and math.isnan(hold))
+                         and int(hold) > 0)
+    if unknown and not averaging and not held:
+        return None
+    return PART_NAMES.get((unknown, averaging, held))
+
+
+def parts_frame(frame: "pd.DataFrame", metrics, level: float = 0.95) -> "pd.DataFrame":
+    """Each part's effect (:data:`PART_EFFECTS`), paired by seed and every other RunConfig field:
+    columns ``part, treated, reference, metric, mean_diff, low, high, ...``. The runs must be of
+    one setting (model, method, density, training-set size)."""
+    import pandas as pd
+
+    data = frame.assign(part=frame.apply(part_label, axis=1)).dropna(subset=["part"])
+    keys = config_keys(data, ("unknown_class", "averaging", "lr_hold_epochs"))
+    rows = []
+    for effect, treated, reference in PART_EFFECTS:
+        t, r = data[data["part"] == treated], data[data["part"] == reference]
+        if len(t) and len(r):
+            matched = pairs(t, r, keys, list(metrics)).assign(part=effect)
+            rows.append(paired_rows(matched, metrics, ["part"], level).assign(
+                treated=treated, reference=reference))
+    columns = ["part", "treated", "reference", "metric", *PAIRED_COLUMNS]
+    return pd.concat(rows, ignore_index=True)[columns] if rows else pd.DataFrame(columns=columns)
+
+
+def setting_name(row: Mapping[str, Any]) -> str:
+    """"MLP RigL 0.05, n = 5,000" (a wide MLP: "MLP-1024")."""
+    model = model_name(row["model"]) + (f"-{int(row['width'])}" if int(row.get("width") or 0) else "")
+    return (f"{model} {method_name(row['method'])} {float(row['density']):g}, "
+            f"n = {int(row['train_images']):,}")
+
+
+# -- the pilot's two decisions (declared in studies/regime.yaml before it ran) ------------------------
+def pilot_decisions(pilot: "pd.DataFrame", fit: float = 0.99) -> dict[str, Any]:
+    """The regime pilot's decisions, by the rules declared before it ran: (1) n = 2,500 joins
+    the grid if a sparse MLP baseline at n = 5,000 ends below ``fit`` training accuracy; (2) the
+    parts arm runs at the n whose RigL 0.05 baseline has the largest ECE gap over dense among the
+    n where that baseline fits (final training accuracy >= ``fit``). Returns the decisions and
+    the numbers they rest on (fractions)."""
+    data = with_regime_columns(pilot)
+    data = plain_baselines(data[data["model"] == "mlp"])
+    sparse = data[data["method"] != "dense"]
+    at_5000 = sparse[sparse["train_images"] == 5000]
+    underfit = at_5000[at_5000["train.accuracy"] < fit]
+    rigl = data[(data["method"] == "rigl") & np.isclose(data["density"].astype(float), 0.05)]
+    dense = data[data["method"] == "dense"].groupby("train_images")["id.ece"].mean()
+    gaps = {}
+    for n, runs in rigl.groupby("train_images"):
+        if n in dense.index:
+            gaps[int(n)] = {"ece_gap": float(runs["id.ece"].mean() - dense[n]),
+                            "train_accuracy": float(runs["train.accuracy"].mean())}
+    fitting = {n: g for n, g in gaps.items() if g["train_accuracy"] >= fit}
+    return {"add_2500": bool(len(underfit)),
+            "underfit_at_5000": [(r.method, float(r.density), float(r["train.accuracy"]))
+                                 for _, r in underfit.iterrows()],
+            "rigl_gaps": gaps,
+            "parts_n": max(fitting, key=lambda n: fitting[n]["ece_gap"]) if fitting else None}
