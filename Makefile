@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install test book data benchmark chapters ci-book book-check study study-cpu reproduce clean-book
+.PHONY: install test book data benchmark chapters ci-book book-check study study-regime study-cpu reproduce clean-book
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -68,6 +68,15 @@ WORKERS ?= 2
 ENGINE ?= local
 study: data
 	$(BIN)/python -m moon sweep paper --preset paper --via run --workers $(WORKERS) --engine $(ENGINE) --out $(STUDY_OUT)/paper
+
+# The regime study (studies/regime.yaml; the `paper` schedule): its pilot (one seed, which decided
+# n = 2,500 and the parts arm's n by rules declared before it ran), the data-size arm and the parts
+# arm (n = 2,500, 5,000, 15,000: 350 runs, about 2.5 hours with two workers), then the capacity arm
+# (a 784-1024-1024 MLP on all images: 12 runs, hours each in the masked trainer). Resumable.
+study-regime: data
+	$(BIN)/python -m moon sweep regime-pilot --preset paper --via run --workers $(WORKERS) --engine $(ENGINE) --out $(STUDY_OUT)/regime-pilot
+	$(BIN)/python -m moon sweep regime --preset paper --via run --workers $(WORKERS) --engine $(ENGINE) --out $(STUDY_OUT)/regime --only max_train_samples=2500,5000,15000
+	$(BIN)/python -m moon sweep regime --preset paper --via run --workers $(WORKERS) --engine $(ENGINE) --out $(STUDY_OUT)/regime --only max_train_samples=0
 
 # The short-schedule arm (10 epochs on 15,000 images): the full study and the ablation, cpu preset.
 study-cpu: data
