@@ -188,13 +188,21 @@ finished ones, as the book does); the short-schedule runs are read as they ran, 
 **What to look at.** The regime answers (does dense fit and over-confide, is sparse more
 over-confident than dense, how large is training error when α reaches 0.5), the curves, the
 unknown class's share of the probability, and the regime contrast: does the sign of MOON's ECE
-change follow the baseline's fitted temperature across both studies?""",
+change follow the baseline's fitted temperature across both studies?
+
+**Then the regime study** (`studies/regime.yaml`, `make study-regime`): the same schedule on
+fewer training images (fixed nested subsets) and on a wider MLP, to find where sparse training
+hurts and to test MOON, part by part, there. Its cells are read as they ran, never trained here.""",
         parameters("paper", "runs/paper", STUDY_FIELDS,
                    {**study_params("paper"), "short_study": ("full", "the short-schedule study"),
                     "short_dir": ("runs/full-cpu", "its result folder"),
-                    "short_preset": ("cpu", "its preset")}),
-        (check(STUDY_FIELDS, ("study", "only", "run_missing", "short_study", "short_dir", "short_preset"))
+                    "short_preset": ("cpu", "its preset"),
+                    "regime_dir": ("book/results/regime", "the regime study's result folder"),
+                    "pilot_dir": ("book/results/regime-pilot", "its pilot's result folder")}),
+        (check(STUDY_FIELDS, ("study", "only", "run_missing", "short_study", "short_dir",
+                              "short_preset", "regime_dir", "pilot_dir"))
          + STUDY_CELLS.split("\n", 2)[2], HIDE),
+        ("## The paper-length study: all 55,000 images", ["md"]),
         ("""from moon.report import regime
 short_runs = collect(short_study, short_dir, preset=short_preset, exact=False)
 short = results_frame(short_runs) if short_runs else None
@@ -213,7 +221,69 @@ masses = masses[masses["moon"]]
 (100 * masses.groupby(["model", "method", "density"])[["unknown_mass_train", "unknown_mass_id_test"]].mean()).round(4).rename(
     columns={"unknown_mass_train": "p(unknown), training data, last epoch (%)",
              "unknown_mass_id_test": "p(unknown), ID test (%)"})""", HIDE),
-        ("figures.temperature_scatter(link)", HIDE)),
+        ("figures.temperature_scatter(link)", HIDE),
+        ("""## Fewer images: where sparse training hurts
+
+The regime study trains the MLP (and LeNet-5 at 5,000) on fixed nested subsets of the training
+set with the paper's schedule; the paper-length study above is its 55,000-image point. Its
+primary families are declared per training-set size in `studies/regime.yaml` (premise: sparse −
+dense baseline; MOON − baseline; RigL and SET at 0.05), Holm within each family at each size.""",
+         ["md"]),
+        ("""from moon.report import regime_figures, regime_map
+from moon.study import load_study
+pilot_runs = collect("regime-pilot", pilot_dir, preset="paper", exact=False)
+regime_runs = collect("regime", regime_dir, preset="paper", exact=False)
+regime_study = results_frame(regime_runs) if regime_runs else None
+if pilot_runs:
+    display(Markdown(regime_map.pilot_markdown(regime_map.pilot_decisions(results_frame(pilot_runs)))))
+if regime_study is None:
+    display(Markdown("*No cells of the regime study in this checkout yet: `make study-regime`.*"))
+else:
+    display(Markdown(f"**Results shown:** study `regime`, {describe_runs(regime_study)} "
+                     f"(`{regime_dir}`), of {len(load_study('regime').cells('paper'))} planned."))""",
+         HIDE),
+        ("""if regime_study is not None:
+    sizes = regime_map.lenet300_runs(pd.concat([regime_study, frame], ignore_index=True))
+    sizes = sizes[sizes["method"].isin(["dense", "rigl", "set", "cigl"])
+                  & (sizes["alpha_final"] == 1.0)]
+    curves = {column: regime_map.by_size(sizes, column) for column, *_ in regime_figures.SIZE_PANELS}
+    display(regime_figures.size_curves(curves))""", HIDE),
+        ("""if regime_study is not None:
+    declared = stats.declared_families(regime_study, load_study("regime").endpoints)
+    display(Markdown(regime_map.conditional_verdict(declared)))
+    display(tables.families_table(declared))""", HIDE),
+        ("""## MOON's parts where the premise holds
+
+MLP RigL 0.05 at the size the pilot chose, 10 seeds: each part against the baseline that shares
+MOON's LR schedule (the cosine ends at epoch 80 and then holds), so each row is one switch.""",
+         ["md"]),
+        ("""parts = None
+if regime_study is not None:
+    arm = regime_study[regime_study["lr_hold_epochs"].notna()]
+    if len(arm):
+        n = int(arm["max_train_samples"].iloc[0])
+        cell = regime_study[(regime_study["model"] == "mlp") & (regime_study["method"] == "rigl")
+                            & (regime_study["density"] == 0.05)
+                            & (regime_study["max_train_samples"] == n)]
+        parts = regime_map.parts_frame(cell, ["ood.near.msp.auroc", "ood.far.msp.auroc",
+                                              "id.accuracy", "id.ece", "id.ts_ece"])
+        display(Markdown(f"MLP RigL 0.05 at n = {n:,} training images."))
+        display(tables.parts_table(parts))
+if parts is None:
+    display(Markdown("*The parts arm has no cells in this checkout yet.*"))""", HIDE),
+        ("""## More width: the capacity arm
+
+A 784-1024-1024 MLP on all 55,000 images, dense and RigL 0.05, baseline and MOON, 3 seeds.""",
+         ["md"]),
+        ("""wide = None if regime_study is None else regime_study[regime_study["width"].fillna(0) > 0]
+if wide is None or wide.empty:
+    display(Markdown("*The capacity arm has no cells in this checkout yet (its runs are dense "
+                     "compute in the masked trainer: hours each on this CPU).*"))
+else:
+    display(tables.families_table(stats.declared_families(
+        wide, {**load_study("regime").endpoints, "families": {
+            k: {**v, "cells": {**v["cells"], "method": ["rigl"]}}
+            for k, v in load_study("regime").endpoints["families"].items()}})))""", HIDE)),
 
     "ablation": notebook(
         """# Ablation: MOON's parts

@@ -30,9 +30,12 @@ RUNS = {"ood_eval": ("ood_eval", None), "sparsity_sweep": ("paper", "paper"),
 # cells as they ran and never train the missing ones (with --preset, e.g. smoke in CI, every chapter runs what it needs).
 SHOW_ONLY = {"paper", "ablation"}
 # The regime chapter sets the short-schedule study beside the paper-length one.
+# The regime study (studies/regime.yaml) and its pilot are always read from the committed folders:
+# they run for hours (`make study-regime`) and are shown as they ran, with any preset.
 EXTRA = {"regime": lambda results, preset: {
     "short_dir": out_dir_for("full", results, preset or "cpu"),
-    "short_preset": preset or "cpu"}}
+    "short_preset": preset or "cpu",
+    "regime_dir": "book/results/regime", "pilot_dir": "book/results/regime-pilot"}}
 
 
 def out_dir(template: str, results: Path, preset: str | None) -> str:

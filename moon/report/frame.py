@@ -259,13 +259,15 @@ def describe_runs(frame: "pd.DataFrame") -> str:
     a template's defaults)."""
     models = " and ".join(model_name(m) for m in sorted(frame["model"].astype(str).unique()))
     epochs = "/".join(str(e) for e in sorted(int(e) for e in frame["epochs"].unique()))
-    samples = max(int(s or 0) for s in frame.get("max_train_samples", [0]))
-    images = "all training images" if samples == 0 else f"{samples:,} training images"
+    sizes = sorted({int(s or 0) for s in frame.get("max_train_samples", [0])}, key=lambda s: s or 1e12)
+    names = [("all" if s == 0 else f"{s:,}") for s in sizes]
+    images = (", ".join(names[:-1]) + " and " if len(names) > 1 else "") + f"{names[-1]} training images"
     seed_text = ""
     if "seed" in frame:
         setting = [c for c in ("model", "method", "density", "moon") if c in frame]
         counts = frame.groupby(setting)["seed"].nunique()
         low, high = int(counts.min()), int(counts.max())
-        seed_text = f", {low}{'' if low == high else f'-{high}'} seeds per setting"
+        seed_text = (f", {low}{'' if low == high else f'-{high}'} "
+                     f"seed{'' if low == high == 1 else 's'} per setting")
     return (f"{models} on {dataset_name(frame['dataset'].iloc[0])}, {epochs} epochs on {images}"
             f"{seed_text}, {len(frame)} runs")

@@ -233,6 +233,16 @@ def _published_value(claim_id: str, path: str | Path = PUBLISHED) -> float | Non
     return None if claim is None or claim.get("value") is None else float(claim["value"])
 
 
+def map_references(path: str | Path = PUBLISHED) -> dict:
+    """The published values the regime map draws as reference lines, keyed (effect, metric) as
+    :func:`moon.report.regime_figures.regime_map_figure` reads them: the premise's ECE gap and
+    MOON's AUROC gain (both panels, near and far: the abstract does not say which OOD sets)."""
+    premise, gain = _published_value("sparse-overconfident", path), _published_value("moon-auroc", path)
+    refs = {("premise", "id.ece"): premise}
+    refs.update({("moon", f"ood.{kind}.msp.auroc"): gain for kind in ("near", "far")})
+    return {k: v for k, v in refs.items() if v is not None}
+
+
 def not_reproduced(frame: "pd.DataFrame", path: str | Path = PUBLISHED) -> list[str]:
     """The published results this study did not reproduce, each with our number and the
     measurement that explains it: MOON's AUROC gain (and how little probability the unknown class

@@ -77,6 +77,12 @@ def with_regime_columns(frame: "pd.DataFrame") -> "pd.DataFrame":
     return out.assign(active_per_image=density * np.asarray(total) / out["train_images"])
 
 
+def lenet300_runs(frame: "pd.DataFrame") -> "pd.DataFrame":
+    """The runs of the MLP at its LeNet-300-100 widths (``width`` 0 or absent), the model of the
+    data-size arm and of the map."""
+    return frame[(frame["model"] == "mlp") & (numeric(frame, "width").fillna(0) == 0)]
+
+
 def paper_active_per_image(sparsities=(0.9, 0.98)) -> tuple[float, float]:
     """The MOON paper's setting on the map: ResNet-18 (CIFAR stem) on CIFAR-10's 50,000 training
     images at 90% and 98% sparsity, in active weights per training image (from our ResNet-18)."""
@@ -196,3 +202,72 @@ def pilot_decisions(pilot: "pd.DataFrame", fit: float = 0.99) -> dict[str, Any]:
                                  for _, r in underfit.iterrows()],
             "rigl_gaps": gaps,
             "parts_n": max(fitting, key=lambda n: fitting[n]["ece_gap"]) if fitting else None}
+
+
+# -- the answers in words ---------------------------------------------------------------------------
+def _points(value: float) -> str:
+    return f"{100 * value:+.1f}".replace("-", "−")
+
+
+def _span(values) -> str:
+    values = sorted(values)
+    if not values:
+        return ""
+    low, high = _points(values[0]), _points(values[-1])
+    return low if low == high else f"{low} to {high}"
+
+
+def _sizes(sizes) -> str:
+    sizes = [f"{int(n):,}" for n in sorted(sizes)]
+    return sizes[0] if len(sizes) == 1 else ", ".join(sizes[:-1]) + f" and {sizes[-1]}"
+
+
+def harmed_sizes(declared: "pd.DataFrame") -> list[int]:
+    """The training-set sizes where sparse training hurts: the premise family has a comparison that
+    survives Holm in the harmful direction (sparse ECE higher, or AUROC lower, than dense)."""
+    from moon.report.frame import higher_is_better
+
+    premise = declared[(declared["family"] == "premise") & declared["significant"]]
+    worse = premise.apply(lambda r: (r["mean_diff"] < 0) == higher_is_better(r["metric"]), axis=1)
+    return sorted(int(n) for n in premise.loc[worse, "max_train_samples"].unique()) if len(
+        premise) else []
+
+
+def conditional_verdict(declared: "pd.DataFrame") -> str:
+    """The regime study's verdict in one sentence, from its declared families: where sparse
+    training hurts (sizes, and by how much), what MOON does to each declared metric there (range of
+    the settings' mean differences in points, and how many survive Holm within their family)."""
+    from moon.report.frame import metric_label
+
+    harmed = harmed_sizes(declared)
+    if not harmed:
+        return ("In no training-set size of the regime study does a declared premise comparison "
+                "survive Holm: sparse training did not measurably hurt there.")
+    where = declared["max_train_samples"].isin(harmed)
+    premise = declared[where & (declared["family"] == "premise")]
+    hurt = "; ".join(f"{metric_label(m, short=True)} {_span(p['mean_diff'])}"
+                     for m, p in premise.groupby("metric", sort=False))
+    moon = declared[where & (declared["family"] == "moon")]
+    parts = []
+    for metric, part in moon.groupby("metric", sort=False):
+        kept = int(part["significant"].sum())
+        parts.append(f"{metric_label(metric, short=True)} by {_span(part['mean_diff'])} "
+                     f"({kept} of {len(part)} survive Holm)")
+    return (f"Where sparse training hurts (n = {_sizes(harmed)} training images: sparse − dense "
+            f"{hurt} points), MOON changes " + "; ".join(parts) + " points.")
+
+
+def pilot_markdown(decided: dict) -> str:
+    """The pilot's two decisions in words, with the numbers they rest on."""
+    under = ", ".join(f"{method_name(m)} {d:g} at {100 * a:.1f}%" for m, d, a in
+                      decided["underfit_at_5000"]) or "none"
+    gaps = "; ".join(f"n = {n:,}: ECE gap {_points(g['ece_gap'])} points at "
+                     f"{100 * g['train_accuracy']:.2f}% training accuracy"
+                     for n, g in sorted(decided["rigl_gaps"].items()))
+    parts = decided["parts_n"]
+    return (f"**Pilot (one seed, reported as a pilot; its decisions were declared in "
+            f"`studies/regime.yaml` before it ran).** Sparse MLP baselines below 99% training "
+            f"accuracy at n = 5,000: {under}, so n = 2,500 "
+            f"{'joins' if decided['add_2500'] else 'does not join'} the grid. RigL 0.05 "
+            f"baseline minus dense: {gaps}; the parts arm runs at "
+            + (f"n = {parts:,}." if parts else "no n (no RigL baseline fits)."))

@@ -177,6 +177,51 @@ def sparsity_effect_table(frame: "pd.DataFrame", metrics=PRIMARY_METRICS,
                                                       level=level), with_model(frame, by))
 
 
+def p_text(p: float) -> str:
+    """A p-value as a page shows it: three decimals, "<0.001" below that, "" for NaN."""
+    if p is None or math.isnan(p):
+        return ""
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+FAMILY_HEADERS = {"premise": "sparse − dense [95%]", "moon": "MOON − baseline [95%]"}
+
+
+def families_table(long: "pd.DataFrame") -> "pd.DataFrame":
+    """Declared families (:func:`moon.report.stats.declared_families`) for a page: per family,
+    training-set size, setting and metric the difference with its 95% interval, the minimum
+    detectable effect (80% power), raw and Holm-adjusted p (Holm within the family at that size)."""
+    import pandas as pd
+
+    rows = []
+    for r in long.to_dict("records"):
+        scale = scale_of(r["metric"])
+        rows.append({"family": r["family"], "n": f"{int(r['max_train_samples']):,}",
+                     "setting": f"{method_name(r['method'])} {float(r['density']):g}",
+                     "metric": metric_label(r["metric"], difference=True),
+                     "difference [95%]": interval_text(r, scale),
+                     "detectable (80% power)": "" if math.isnan(r["mde"]) else
+                     f"±{r['mde'] * scale:.{decimals_of(scale)}f}",
+                     "p": p_text(r["p_value"]), "p (Holm)": p_text(r["p_holm"]),
+                     "survives Holm": "yes" if r["significant"] else "no", "runs or pairs": r["n"]})
+    index = ["family", "n", "setting", "metric"]
+    columns = ["difference [95%]", "detectable (80% power)", "p", "p (Holm)", "survives Holm",
+               "runs or pairs"]
+    return pd.DataFrame(rows, columns=index + columns).set_index(index)
+
+
+def parts_table(parts: "pd.DataFrame") -> "pd.DataFrame":
+    """MOON's parts (:func:`moon.report.regime_map.parts_frame`): one row per part, its effect
+    against its reference with the 95% interval, one column per metric."""
+    table = interval_table(parts, ["part"])
+    order = list(dict.fromkeys(parts["part"]))
+    refs = parts.drop_duplicates("part").set_index("part")
+    table = table.loc[order]
+    table.insert(0, "treated − reference", [f"{refs.loc[p, 'treated']} − {refs.loc[p, 'reference']}"
+                                            for p in order])
+    return table
+
+
 def endpoints_table(long: "pd.DataFrame") -> "pd.DataFrame":
     """The primary family (:func:`moon.report.stats.primary_endpoints`) for a page: per cell and
     metric the difference with its interval, the minimum detectable effect (80% power), the raw
@@ -191,7 +236,7 @@ def endpoints_table(long: "pd.DataFrame") -> "pd.DataFrame":
                      "MOON − baseline [95%]": interval_text(r, scale),
                      "detectable (80% power)": "" if math.isnan(r["mde"]) else
                      f"±{r['mde'] * scale:.{decimals_of(scale)}f}",
-                     "p": f"{r['p_value']:.3f}", "p (Holm)": f"{r['p_holm']:.3f}",
+                     "p": p_text(r["p_value"]), "p (Holm)": p_text(r["p_holm"]),
                      "significant": "yes" if r["significant"] else "no", "pairs": r["n"]})
     return readable_index(pd.DataFrame(rows).set_index(by + ["metric"]))
 
