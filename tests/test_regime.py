@@ -27,3 +27,34 @@ def test_verdict_from_runs():
     v = verdict(frame)
     assert v["fits"] and v["overconfident"] and v["premise_share"] == 0.5
     assert v["train_error_at_alpha_half"] == pytest.approx([0.04, 0.04])  # epoch 3: acc 0.96
+
+
+def test_regime_contrast_is_read_within_studies_not_pooled():
+    """Simpson: two clusters whose own correlations are positive but whose pooled one is negative
+    (the second study sits at higher temperatures and lower ECE changes). The reading must rest
+    on the within-study r and call the pooled one what it is."""
+    import numpy as np
+    import pandas as pd
+
+    from moon.report.headline import temperature_link_text
+    from moon.report.regime import temperature_link
+
+    rng = np.random.default_rng(0)
+
+    def study(t0, c0):
+        rows = []
+        for seed in range(12):
+            t = t0 + 0.05 * seed
+            change = c0 + 0.02 * (t - t0) + rng.normal(0, 0.002)
+            for moon in (False, True):
+                rows.append({"model": "mlp", "method": "rigl", "density": 0.05, "seed": seed,
+                             "unknown_class": moon, "averaging": moon, "epochs": 100,
+                             "id.temperature": t, "id.ece": 0.05 + (change if moon else 0)})
+        return pd.DataFrame(rows)
+
+    link = temperature_link({"short": study(0.8, 0.02), "long": study(2.0, -0.03)})
+    assert link["r"] < 0                                     # pooled: falls, as "predicted"
+    assert all(c["r"] > 0.9 for c in link["by_study"].values())   # within each: rises
+    assert link["by_study"]["short"]["n"] == 12 and link["consistent"]
+    text = temperature_link_text(link)
+    assert "not supported in every study" in text and "Simpson" in text and "Prediction" in text

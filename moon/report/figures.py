@@ -10,6 +10,8 @@ t-intervals over seeds.
 
 from __future__ import annotations
 
+import math
+
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
@@ -324,15 +326,17 @@ def temperature_scatter(link: dict, path: str | Path | None = None):
     with sns.axes_style("whitegrid"):
         fig = new_figure(5.2, 3.8)
         ax = fig.subplots()
+    per = link.get("by_study", {})
     for color, (study, part) in zip(STUDY_COLORS, data.groupby("study", sort=False)):
+        r = per.get(study, {}).get("r", math.nan)
         ax.scatter(part["temperature"], 100 * part["ece_change"], s=16, color=color,
-                   alpha=0.8, label=f"{study} ({len(part)} pairs)")
+                   alpha=0.8, label=f"{study}: r = {r:+.2f} ({len(part)} pairs)".replace("-", "−"))
     ax.axhline(0, color="black", lw=1)
     ax.axvline(1, color="black", lw=0.8, ls=":")
     ax.set(xlabel="baseline's fitted temperature (>1: over-confident)",
            ylabel="MOON − baseline, ECE (points)")
-    ax.set_title(f"r = {link['r']:.2f} [{link['low']:.2f}, {link['high']:.2f}]; predicted sign in "
-                 f"{100 * link['predicted_share']:.0f}% of {link['n']} pairs", fontsize=9)
+    ax.set_title("MOON's ECE change against its baseline's temperature\n(prediction: falling "
+                 "within each study; r per study in the legend)", fontsize=9)
     ax.legend(fontsize=7)
     return save(fig, path)
 

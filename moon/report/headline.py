@@ -444,12 +444,38 @@ def regime_conclusion(answers: dict, link: dict | None = None) -> str:
         (f"when alpha reaches 0.5, MOON runs' training error is {100 * min(errors):.1f}-"
          f"{100 * max(errors):.1f}%" if errors else ""),
     ]
+    close = _bold("; ".join(t for t in text if t) + ".")
     if link and link.get("n", 0) >= 4:
-        text.append(f"across {link['n']} MOON-baseline pairs of both studies, MOON's ECE change "
-                    f"and the baseline's temperature correlate with r = {signed(link['r'], 2)} "
-                    f"[{signed(link['low'], 2)}, {signed(link['high'], 2)}], and the sign "
-                    f"follows the prediction in {100 * link['predicted_share']:.0f}% of pairs")
-    return _bold("; ".join(t for t in text if t) + ".")
+        close += " " + temperature_link_text(link)
+    return close
+
+
+def _r_text(c: dict) -> str:
+    return (f"r = {signed(c['r'], 2)} [{signed(c['low'], 2)}, {signed(c['high'], 2)}] "
+            f"({c['n']} pairs; predicted sign in {100 * c['predicted_share']:.0f}%)")
+
+
+def temperature_link_text(link: dict) -> str:
+    """The regime contrast in words: the prediction, each study's own correlation, and the pooled
+    one only beside them, read as it should be (Simpson: a pooled r whose sign no study shares
+    measures the difference between the studies)."""
+    per = link.get("by_study", {})
+    parts = "; ".join(f"{study}: {_r_text(c)}" for study, c in per.items())
+    text = ("**The regime contrast.** Prediction: MOON lowers ECE where its baseline is "
+            "over-confident (fitted temperature above 1) and raises it where it is not, so MOON's "
+            "ECE change falls as the baseline's temperature rises (r < 0). Within each study: "
+            f"{parts}.")
+    signs = {c["r"] > 0 for c in per.values() if math.isfinite(c["r"])}
+    pooled = f"Pooled over the studies, {_r_text(link)}"
+    if len(signs) > 1:
+        text += " The studies disagree in sign, so the prediction is not supported consistently."
+    elif signs:
+        text += (" The prediction is " + ("supported" if signs == {False} else "not supported")
+                 + " in every study.")
+    if math.isfinite(link["r"]) and ((link["r"] > 0) not in signs or len(signs) > 1):
+        return (text + f" {pooled}: a number that mixes the schedules and takes a sign not every "
+                "study shares (Simpson's paradox), so it is no evidence about over-confidence.")
+    return text + f" {pooled}."
 
 
 def run_conclusion(result) -> str:

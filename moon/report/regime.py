@@ -11,13 +11,15 @@ each run's ``history`` (per epoch: ``train_acc``, ``val_ece``, ``val_temperature
   ECE minus dense ECE, and sparse minus dense temperature, above 0);
 * ``small_error_when_alpha_large``: MOON runs' training error when alpha first reaches 0.5.
 
-The regime contrast (:func:`temperature_link`) tests the audit's prediction across every MOON -
-baseline pair of several studies: MOON lowers ECE where the baseline is over-confident (fitted
-temperature above 1) and raises it where the baseline is not.
+The regime contrast (:func:`temperature_link`) tests a prediction, stated before it was computed:
+MOON lowers ECE where the baseline is over-confident (fitted temperature above 1) and raises it
+where the baseline is not, so MOON's ECE change falls as the baseline's temperature rises
+(r < 0) *within* a study. It is computed within each study and only then pooled.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -83,9 +85,10 @@ def temperature_link(frames: dict[str, pd.DataFrame], level: float = 0.95) -> di
     configuration) gives the baseline's fitted temperature and MOON's ECE change. Returns the pairs
     (``study, model, method, density, seed, temperature, ece_change``), Pearson's r with its
     ``level`` interval (Fisher z, scipy) and the share of pairs whose change has the predicted sign
-    (negative where the temperature is above 1, positive below)."""
-    from scipy import stats
-
+    (negative where the temperature is above 1, positive below): pooled, and per study
+    (``by_study``), with ``consistent`` True only when every study's r has one sign. Read the
+    per-study values: pooled over studies of different schedules, r can take the sign of the
+    difference between the studies (Simpson's paradox)."""
     rows = []
     for study, frame in frames.items():
         matched = moon_pairs(frame, ["id.ece", "id.temperature"])
@@ -95,9 +98,24 @@ def temperature_link(frames: dict[str, pd.DataFrame], level: float = 0.95) -> di
             "temperature": matched["id.temperature_b"],
             "ece_change": matched["id.ece_t"] - matched["id.ece_b"]}))
     data = pd.concat(rows, ignore_index=True).dropna(subset=["temperature", "ece_change"])
-    out: dict[str, Any] = {"pairs": data, "n": len(data), "r": float("nan"),
-                           "low": float("nan"), "high": float("nan"), "p_value": float("nan")}
-    if len(data) >= 4:
+    out = {"pairs": data, **_correlation(data, level)}
+    # Simpson: a pooled r across studies can measure the schedule, not over-confidence, so every
+    # study's own r stands beside it, and the reading rests on those (consistent: same sign).
+    out["by_study"] = {study: _correlation(part, level)
+                       for study, part in data.groupby("study", sort=False)}
+    signs = {math.copysign(1, v["r"]) for v in out["by_study"].values() if math.isfinite(v["r"])}
+    out["consistent"] = len(signs) == 1 and len(out["by_study"]) > 0
+    return out
+
+
+def _correlation(data: pd.DataFrame, level: float) -> dict[str, Any]:
+    """Pearson's r of ``ece_change`` on ``temperature`` with its Fisher-z interval (scipy), and
+    the share of pairs whose change has the predicted sign; NaN below 4 pairs."""
+    from scipy import stats
+
+    out: dict[str, Any] = {"n": len(data), "r": float("nan"), "low": float("nan"),
+                           "high": float("nan"), "p_value": float("nan")}
+    if len(data) >= 4 and data["temperature"].nunique() > 1 and data["ece_change"].nunique() > 1:
         test = stats.pearsonr(data["temperature"], data["ece_change"])
         ci = test.confidence_interval(confidence_level=level)
         out.update(r=float(test.statistic), low=float(ci.low), high=float(ci.high),
