@@ -62,6 +62,11 @@ COLLAPSED = ["remove-input", "hide-output"]   # long tables: one click away
 STUDY_FIELDS = ["dataset", "epochs", "sparse_init"]   # the model is an axis of the full study
 
 
+# The paper-length study's alpha sweep (alpha_final 0.3 and 3) is MOON's knob, not MOON: pages
+# that summarise "MOON" leave it out, and the calibration chapter shows it on its own.
+NO_SWEEP = {"alpha_final": [1.0]}
+
+
 def study_params(study: str, only: dict | None = None) -> dict:
     return {"study": (study, "a name in studies/ or a YAML path"),
             "only": (only, "axis -> values to keep (None: the whole grid of the preset)"),
@@ -151,7 +156,7 @@ an interrupted study resumes). `-p preset smoke` runs a small grid in a few minu
 density as small multiples (baseline solid, MOON dashed, dense as grey lines), the same effects as
 heatmaps, and the primary endpoints the study declared before it ran, with their minimum detectable
 effects and Holm-adjusted p-values.""",
-        parameters("paper", "runs/paper", STUDY_FIELDS, study_params("paper")),
+        parameters("paper", "runs/paper", STUDY_FIELDS, study_params("paper", NO_SWEEP)),
         (STUDY_CELLS, HIDE),
         ("figures.headline_figure(headline.moon_effects(frame))", HIDE),
         ("figures.density_panels(frame)", HIDE),
@@ -194,7 +199,7 @@ change follow the baseline's fitted temperature across both studies?
 fewer training images (fixed nested subsets) and on a wider MLP, to find where sparse training
 hurts and to test MOON, part by part, there. Its cells are read as they ran, never trained here.""",
         parameters("paper", "runs/paper", STUDY_FIELDS,
-                   {**study_params("paper"), "short_study": ("full", "the short-schedule study"),
+                   {**study_params("paper", NO_SWEEP), "short_study": ("full", "the short-schedule study"),
                     "short_dir": ("runs/full-cpu", "its result folder"),
                     "short_preset": ("cpu", "its preset"),
                     "regime_dir": ("book/results/regime", "the regime study's result folder"),
@@ -319,7 +324,7 @@ densities 1 and 0.05, shared with the sweep chapter. The post-hoc chapter reads 
 **What to look at.** ECE per setting for baseline and MOON with the temperature-scaled reference,
 the table of ECE, adaptive ECE, NLL and Brier (mean ± std over seeds), and the reliability
 diagrams of one seed of one model.""",
-        parameters("paper", "runs/paper", STUDY_FIELDS, study_params("paper", {"density": [1.0, 0.05]})),
+        parameters("paper", "runs/paper", STUDY_FIELDS, study_params("paper", {"density": [1.0, 0.05], **NO_SWEEP})),
         (STUDY_CELLS, HIDE),
         ("figures.calibration_overview(frame)", HIDE),
         ("tables.calibration_table(frame)", COLLAPSED),
@@ -327,6 +332,17 @@ diagrams of one seed of one model.""",
 run_figures.reliability_diagram([r for r in results if r.config["seed"] == first["seed"]
                                  and r.config["model"] == first["model"]
                                  and r.config.get("alpha_final", 1.0) == 1.0][:6])""", HIDE),
+        ("""## MOON's one knob: α_final
+
+The paper-length study also ran MOON on the MLP with RigL at 0.05 at `alpha_final` 0.3 and 3
+(5 seeds each; 1 is the main grid's MOON). Each value against the same baselines, paired by seed;
+the other pages leave these runs out, so no page pools them into "MOON".""", ["md"]),
+        ("""sweep_runs = collect(study, out_dir, preset=preset, exact=run_missing,
+                     only={"model": ["mlp"], "method": ["rigl"], "density": [0.05]})
+sweep = stats.alpha_sweep_frame(results_frame(sweep_runs), ["id.ece", "id.ts_ece",
+                                "ood.near.msp.auroc", "ood.far.msp.auroc", "id.accuracy"])
+display(tables.alpha_sweep_table(sweep))
+Markdown(headline.alpha_sweep_conclusion(sweep))""", HIDE),
         ("Markdown(headline.calibration_conclusion(frame))", HIDE)),
 
     "posthoc": notebook(
@@ -343,7 +359,7 @@ over plain energy on the same runs, without and with MOON (the "MOON − baselin
 MOON runs minus the gain on their baselines; near 0 means the two add up). Last, DICE's AUROC
 against its percentile *p* (0, 50, 70, 90, 95, 99; *p* = 0 is plain energy) for dense and sparse
 models, from the sweep every evaluation stores.""",
-        parameters("paper", "runs/paper", STUDY_FIELDS, study_params("paper", {"density": [1.0, 0.05]})),
+        parameters("paper", "runs/paper", STUDY_FIELDS, study_params("paper", {"density": [1.0, 0.05], **NO_SWEEP})),
         (STUDY_CELLS, HIDE),
         ("figures.detector_heatmap(frame)", HIDE),
         ('tables.posthoc_table(frame, kind="near")', COLLAPSED),
@@ -374,7 +390,7 @@ On the CPU, peak memory is the process's peak RSS; the study ran two workers sid
 **What to look at.** The training-cost table, then the inference speed-up of the CSR export over
 the dense masked model against the FLOP ratio, and the stored sizes.""",
         parameters("paper", "runs/paper", STUDY_FIELDS,
-                   {**study_params("paper"), "inference": (
+                   {**study_params("paper", NO_SWEEP), "inference": (
                        "book/results/sparse_inference/inference.json",
                        "the inference benchmark's result file")}),
         (check(STUDY_FIELDS, ("study", "only", "run_missing", "inference"))

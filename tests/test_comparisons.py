@@ -676,12 +676,14 @@ def test_calibration_and_regime_conclusions_carry_their_numbers(frame):
     answers = {"fits": True, "dense_train_acc": [0.995, 0.999], "overconfident": True,
                "dense_temperature": [1.5, 1.8], "premise_share": 0.25,
                "premise_mean_diff": -0.016, "train_error_at_alpha_half": [0.02, 0.1]}
-    link = {"n": 10, "r": -0.5, "low": -0.8, "high": 0.1, "predicted_share": 0.6}
+    one = {"n": 10, "r": -0.5, "low": -0.8, "high": 0.1, "predicted_share": 0.6}
+    link = {**one, "by_study": {"paper": one}}
     regime = headline.regime_conclusion(answers, link)
     assert "The dense baseline fits its training data (final training accuracy 99.50-99.90%)" in regime
     assert "fitted temperature 1.50-1.80" in regime and "holds in 25% of sparse" in regime
     assert "mean ECE gap −1.6 points" in regime and "training error is 2.0-10.0%" in regime
-    assert "r = −0.50 [−0.80, +0.10]" in regime and "in 60% of pairs" in regime
+    assert "paper: r = −0.50 [−0.80, +0.10] (10 pairs; predicted sign in 60%)" in regime
+    assert "supported in every study" in regime and "Simpson" not in regime
 
 
 def sweep_frame() -> pd.DataFrame:
@@ -754,3 +756,44 @@ def test_primary_endpoints_are_one_holm_family_with_detectable_effects(frame):
     assert (table["mde"] > 0).all() and (table["significant"] == (table["p_holm"] < 0.05)).all()
     with pytest.raises(ValueError, match="only MOON"):
         primary_endpoints(frame, {"primary": {"contrast": {"axis": "method"}, "metrics": []}})
+
+
+def test_verdict_names_the_declared_family_adjusts_it_and_labels_the_rest(frame):
+    """With a study's endpoints the verdict leads with the declared family's Holm count, reports
+    a consistent sign as post hoc, marks unadjusted counts as such and says which half of the
+    premise held (here: sparse is worse than dense in every metric of the fixture)."""
+    from moon.report import headline
+    from moon.statistics import holm
+
+    endpoints = {"primary": {"contrast": {"axis": "moon"}, "alpha": 0.05,
+                             "cells": {"method": ["rigl"], "density": [0.05]},
+                             "metrics": ["ood.near.msp.auroc", "id.ece"]}}
+    bullets = headline.verdict(frame, endpoints)
+    long = report_stats.primary_endpoints(frame, endpoints)
+    np.testing.assert_allclose(long["p_holm"], holm(long["p_value"]))
+    assert long["significant"].tolist() == [False, True]          # near AUROC, ECE
+    assert bullets[0].startswith("**Declared primary family (2 comparisons, Holm): 1 survive")
+    assert "ECE reductions" in bullets[0] and "no near-OOD AUROC change survives" in bullets[0]
+    near = paired_moon_frame(frame, metrics=("ood.near.msp.auroc",))
+    up = int((near["mean_diff"] > 0).sum())
+    assert f"higher in {up} of {len(near)} settings" in bullets[1] and "post hoc" in bullets[1]
+    assert "unadjusted" in bullets[2]
+    assert "temperature shift" in bullets[3]
+    assert bullets[-1].startswith("**Premise held:**") and "accuracy worse in 4 of 4" in bullets[-1]
+    assert headline.verdict(frame) == headline.verdict(frame, {})   # no family: as before
+
+
+def test_no_page_pools_an_alpha_sweep_into_moon(frame):
+    """Every summary a page shows groups by a setting and MOON label; a run that differs in
+    another field (an alpha_final sweep) is refused, never averaged into "MOON"."""
+    sweep = pd.DataFrame([run_row("rigl", 0.05, s, True, alpha_final=3.0) for s in SEEDS])
+    mixed = pd.concat([frame, sweep], ignore_index=True)
+    for page in (lambda f: calibration_table(f), lambda f: report_stats.cost_frame(f),
+                 lambda f: posthoc_table(f, detectors=("energy", "dice")),
+                 lambda f: report_stats.density_summary(f[f["method"] == "rigl"], "id.ece",
+                                                        hue="moon")):
+        page(frame)                                                  # one value per field: fine
+        with pytest.raises(ValueError, match="alpha_final"):
+            page(mixed)
+    alpha = report_stats.alpha_sweep_frame(mixed, ["id.ece"])       # the sweep, shown apart
+    assert sorted(alpha[alpha["method"] == "rigl"]["alpha_final"].unique()) == [1.0, 3.0]

@@ -22,7 +22,8 @@ def test_parameters_are_run_config_fields(path):
     extra = {"preset", "out_dir"}
     assert extra <= names, f"{path.name} lacks {extra - names}"
     if "study" in names:                # a study's summary: which study, which part of its grid
-        assert params["only"]["default"] in ("None", "{'density': [1.0, 0.05]}")
+        assert params["only"]["default"] in ("None", "{'alpha_final': [1.0]}",
+                                             "{'density': [1.0, 0.05], 'alpha_final': [1.0]}")
         extra |= {"study", "only", "run_missing"}
         assert params["run_missing"]["default"] == "True"     # papermill -p alone just works
     # the chapters' extra inputs: the regime chapter's short study, the cost chapter's benchmark

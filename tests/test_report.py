@@ -150,8 +150,11 @@ def test_summary_table_mean_std_strings_and_counts(frame):
     near = [100 * auroc("set", 0.1, s, "digits", "msp") for s in (0, 1)]
     assert table.loc[("set", 0.1, "baseline"), "ood.near.msp.auroc"] == (
         f"{statistics.mean(near):.1f} ± {statistics.stdev(near):.1f}")
-    one_seed = summary_table(frame[frame.seed == 0], metrics=["id.accuracy"], by=["variant"])
-    assert one_seed.loc["dense", "id.accuracy"] == f"{100 * accuracy('dense', 1.0, 0):.1f}"
+    one_seed = summary_table(frame[frame.seed == 0], metrics=["id.accuracy"],
+                             by=["variant", "density"])
+    assert one_seed.loc[("dense", 1.0), "id.accuracy"] == f"{100 * accuracy('dense', 1.0, 0):.1f}"
+    with pytest.raises(ValueError, match="differ in density"):     # never pooled over densities
+        summary_table(frame, metrics=["id.accuracy"], by=["variant"])
     no_near = summary_table(frame.drop(columns=["ood.near.msp.auroc"]))   # defaults it has
     assert "ood.near.msp.auroc" not in no_near and "ood.far.msp.auroc" in no_near
     with pytest.raises(ValueError, match="no column"):

@@ -127,7 +127,6 @@ def density_panels(frame: "pd.DataFrame", metrics=PRIMARY_METRICS,
         for c, (model, method) in enumerate(columns):
             ax = axes[r, c]
             part = frame if model is None else frame[frame["model"] == model]
-            summary = stats.density_summary(part, metric, hue="moon")
             dense = stats.density_summary(part[part["method"] == "dense"], metric, hue="moon") \
                 if (part["method"] == "dense").any() else None
             for label in ("baseline", "MOON"):
@@ -143,7 +142,7 @@ def density_panels(frame: "pd.DataFrame", metrics=PRIMARY_METRICS,
                 ax.errorbar(cell["density"], scale * cell["mean"], yerr=err, capsize=2,
                             color=method_color(method), ls=LINESTYLES[label],
                             marker=MARKERS[label], ms=4, label=label)
-            density_axis(ax, summary["density"])
+            density_axis(ax, part["density"])
             if r == 0:
                 ax.set_title(f"{model_name(model) + ': ' if model else ''}{method_name(method)}",
                              fontsize=9)

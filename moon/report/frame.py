@@ -206,11 +206,13 @@ def results_frame(results_or_root) -> "pd.DataFrame":
     return with_group_means(pd.DataFrame(rows))
 
 
-def study_frame(study: str, folder, preset: str | None) -> "pd.DataFrame | None":
-    """The results frame of a study's complete runs in ``folder``, or None if there are none."""
+def study_frame(study: str, folder, preset: str | None,
+                only: Mapping | None = None) -> "pd.DataFrame | None":
+    """The results frame of a study's complete runs in ``folder`` (restricted by ``only``, axis ->
+    values to keep), or None if there are none."""
     from moon.study import collect
 
-    results = collect(study, folder, preset=preset)
+    results = collect(study, folder, preset=preset, only=dict(only) if only else None)
     return results_frame(results) if results else None
 
 

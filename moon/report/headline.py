@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Callable
 
 import numpy as np
@@ -95,16 +96,100 @@ def _premise_bullet(frame: "pd.DataFrame") -> str | None:
             f"{signed(100 * effect['mean_diff'].max(), 1)} points).")
 
 
-def verdict(frame: "pd.DataFrame") -> list[str]:
-    """3-5 one-sentence bullets, each led by the sign and size of an effect: MOON on near- and
-    far-OOD AUROC, accuracy and ECE, and whether the premise (sparse is worse calibrated than
-    dense) held. A null result carries the smallest change the seeds could detect."""
+def _metric_word(metric: str) -> str:
+    return metric_label(metric, short=True).removesuffix(", MSP")
+
+
+def _primary_bullet(long: "pd.DataFrame", family: str) -> str | None:
+    """The declared primary family in one sentence: how many of its comparisons survive Holm
+    (and which, by metric and direction), and that the others do not, with what was detectable."""
+    if long.empty:
+        return None
+    kept = long[long["significant"]]
+    head = f"**{family} ({len(long)} comparisons, Holm): {len(kept)} survive"
+    if len(kept):
+        kinds = {(m, d > 0) for m, d in zip(kept["metric"], kept["mean_diff"])}
+        if len(kinds) == 1:
+            metric, up = next(iter(kinds))
+            head += f", all {_metric_word(metric)} {'increases' if up else 'reductions'}"
+        head += f"** ({', '.join(_setting(r) for r in kept.to_dict('records'))}: " \
+                f"{signed(100 * kept['mean_diff'].min(), 1)} to " \
+                f"{signed(100 * kept['mean_diff'].max(), 1)} points)"
+    else:
+        head += "**"
+    others = [m for m in dict.fromkeys(long["metric"]) if m not in set(kept["metric"])]
+    if others:
+        mde = 100 * long[long["metric"].isin(others)]["mde"]
+        words = [_metric_word(m) for m in others]
+        words = words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]
+        head += (f"; no {words} change survives "
+                 f"(detectable ±{mde.min():.1f} to ±{mde.max():.1f})")
+    return head + "."
+
+
+def _consistency_bullet(effects: "pd.DataFrame", long: "pd.DataFrame",
+                        metric: str = "ood.near.msp.auroc") -> str | None:
+    """A consistent small effect (the same sign in most settings) reported as such, post hoc:
+    in how many settings the point estimate has the majority sign, and in the primary cells."""
+    rows = effects[effects["metric"] == metric]
+    if rows.empty:
+        return None
+    neg = int((rows["mean_diff"] < 0).sum())
+    lower = neg * 2 >= len(rows)
+    count = neg if lower else len(rows) - neg
+    prim = long[long["metric"] == metric] if len(long) else long
+    same = int(((prim["mean_diff"] < 0) == lower).sum()) if len(prim) else 0
+    tail = (f"; {same} of {len(prim)} primary cells, {int(prim['significant'].sum())} surviving "
+            "Holm" if len(prim) else "")
+    return (f"**{_metric_word(metric)[:1].upper() + _metric_word(metric)[1:]}: "
+            f"{'lower' if lower else 'higher'} in {count} of {len(rows)} settings** (point "
+            f"estimates {signed(100 * rows['mean_diff'].min(), 1)} to "
+            f"{signed(100 * rows['mean_diff'].max(), 1)} points{tail}): a consistent small "
+            "effect, read post hoc.")
+
+
+def premise_bullet(frame: "pd.DataFrame", metrics=("ood.near.msp.auroc", "id.accuracy",
+                                                     "id.ece")) -> str | None:
+    """Which half of the premise held: plain sparse - dense per metric, in how many sparse
+    settings sparse was measurably worse and better (unadjusted 95% intervals)."""
+    effect = stats.sparsity_effect_frame(frame, metrics=[m for m in metrics if m in frame.columns])
+    if effect.empty:
+        return None
+    held, parts = [], []
+    for metric, rows in effect.groupby("metric", sort=False):
+        moved = rows["excludes_zero"]
+        worse = int((moved & ((rows["mean_diff"] > 0) != higher_is_better(metric))).sum())
+        better = int((moved & ((rows["mean_diff"] > 0) == higher_is_better(metric))).sum())
+        held.append(worse > better)
+        word = "worse" if worse >= better else "better"
+        parts.append(f"{_metric_word(metric)} {word} in {max(worse, better)} of {len(rows)}")
+    lead = ("Premise held" if all(held) else "Premise failed" if not any(held)
+            else "Premise held in part")
+    return (f"**{lead}:** plain sparse against dense, {'; '.join(parts)} sparse settings "
+            "(unadjusted 95% intervals).")
+
+
+def verdict(frame: "pd.DataFrame", endpoints: Mapping | None = None,
+            family: str = "Declared primary family") -> list[str]:
+    """3-5 one-sentence bullets, each led by the sign and size of an effect: the declared primary
+    family with its Holm count (``endpoints``, a study file's section), a consistent near-OOD
+    change (post hoc), far-OOD AUROC over all settings (unadjusted), the calibration gain as a
+    temperature shift (post hoc), and which half of the premise held. Without ``endpoints``: the
+    per-metric bullets over all settings. A null result carries the smallest detectable change."""
     effects = moon_effects(frame)
-    bullets = [_effect_bullet(effects, m) for m in PRIMARY_METRICS]
-    return [b for b in bullets + [_premise_bullet(frame)] if b]
+    if not endpoints or not endpoints.get("primary"):
+        bullets = [_effect_bullet(effects, m) for m in PRIMARY_METRICS]
+        return [b for b in bullets + [_premise_bullet(frame)] if b]
+    long = stats.primary_endpoints(frame, endpoints)
+    far = _effect_bullet(effects, "ood.far.msp.auroc")
+    far = far and far.replace("** (", "** (unadjusted 95% intervals; ", 1)
+    bullets = [_primary_bullet(long, family), _consistency_bullet(effects, long), far,
+               calibration_bullet(frame), premise_bullet(frame)]
+    return [b for b in bullets if b]
 
 
-def verdict_markdown(frame: "pd.DataFrame", planned: int | None = None, key: str = "") -> str:
+def verdict_markdown(frame: "pd.DataFrame", planned: int | None = None, key: str = "",
+                     endpoints: Mapping | None = None) -> str:
     """:func:`verdict` as a markdown list, preceded by what the numbers come from (and, while a
     study is still running, how many of its ``planned`` runs have finished) and, when given, a
     figure's ``key`` (the page shows the verdict right under the headline figure)."""
@@ -118,7 +203,7 @@ def verdict_markdown(frame: "pd.DataFrame", planned: int | None = None, key: str
     if key:
         head = f"*{key}*\\\n" + head           # a hard line break
     return (head + "\n\n"
-            + "\n".join(f"- {b}" for b in verdict(frame)))
+            + "\n".join(f"- {b}" for b in verdict(frame, endpoints)))
 
 
 # -- the paper beside this study -------------------------------------------------------------------
@@ -385,7 +470,61 @@ def calibration_conclusion(frame: "pd.DataFrame") -> str:
     if temps.notna().any():
         text.append(f"the baselines' fitted temperatures range from {temps.min():.2f} to "
                     f"{temps.max():.2f} (above 1: over-confident)")
-    return _bold("; ".join(text) + ".")
+    close = _bold("; ".join(text) + ".")
+    bullet = calibration_bullet(frame)
+    return close + (" " + bullet.replace("**", "") if bullet else "")
+
+
+def temperature_shift(frame: "pd.DataFrame") -> dict:
+    """Is MOON's calibration gain a temperature shift? Per setting (paired by seed): MOON -
+    baseline after temperature scaling (``id.ts_ece``), and the baseline with temperature scaling
+    against MOON's raw ECE (``id.ts_ece`` of the baseline - ``id.ece`` of MOON; negative: the
+    one-scalar fix of the baseline beats MOON)."""
+    matched = stats.moon_pairs(frame, ["id.ece", "id.ts_ece"])
+    by = with_model(frame, ["method", "density"])
+    scaled = stats.paired_rows(matched, ["id.ts_ece"], by, 0.95)
+    sparse = matched[matched["method"] != "dense"].assign(
+        fix_t=matched["id.ts_ece_b"], fix_b=matched["id.ece_t"])
+    fix = stats.paired_rows(sparse, ["fix"], by, 0.95)
+    return {"scaled": scaled, "max_abs_scaled": float((100 * scaled["mean_diff"]).abs().max()),
+            "fix": fix, "fix_wins": int((fix["mean_diff"] < 0).sum()), "fix_n": len(fix)}
+
+
+def calibration_bullet(frame: "pd.DataFrame") -> str | None:
+    """The calibration finding in one sentence: after temperature scaling MOON and its baseline
+    are within a few tenths of a point, and the baseline + temperature scaling beats MOON's raw
+    ECE in most sparse settings (a post-hoc reading, labelled so)."""
+    if "id.ts_ece" not in frame.columns:
+        return None
+    shift = temperature_shift(frame)
+    if shift["scaled"].empty:
+        return None
+    return (f"**MOON's ECE gain is a temperature shift** (post hoc): after temperature scaling, "
+            f"MOON − baseline is within ±{shift['max_abs_scaled']:.2f} points in all "
+            f"{len(shift['scaled'])} settings, and the baseline with temperature scaling has a "
+            f"lower ECE than MOON without it in {shift['fix_wins']} of {shift['fix_n']} sparse "
+            "settings.")
+
+
+def alpha_sweep_conclusion(sweep: "pd.DataFrame") -> str:
+    """What ``alpha_final`` does (:func:`moon.report.stats.alpha_sweep_frame`): each metric's
+    MOON - baseline at each alpha, in points."""
+    if sweep.empty:
+        return _bold("there are no alpha-sweep runs in these results.")
+    parts, trends = [], []
+    for metric, rows in sweep.groupby("metric", sort=False):
+        rows = rows.sort_values("alpha_final")
+        values = ", ".join(f"{signed(100 * r['mean_diff'], 1)} at α {r['alpha_final']:g}"
+                           for r in rows.to_dict("records"))
+        parts.append(f"{metric_label(metric, short=True)} {values}")
+        steps = np.diff(rows["mean_diff"].to_numpy())
+        if len(steps) and (steps < 0).all():
+            trends.append(f"{metric_label(metric, short=True)} falls")
+        elif len(steps) and (steps > 0).all():
+            trends.append(f"{metric_label(metric, short=True)} rises")
+    trend = (" As alpha grows, " + ", ".join(trends) + " (mean differences; each with its "
+             "interval in the table)." if trends else "")
+    return _bold("MOON − baseline by alpha_final (points): " + "; ".join(parts) + "." + trend)
 
 
 def posthoc_conclusion(frame: "pd.DataFrame", kinds=("near", "far")) -> str:

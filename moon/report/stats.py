@@ -170,6 +170,15 @@ def unpooled(runs: "pd.DataFrame", free, what: str) -> None:
                              f"them apart (add {field!r} to by) rather than pool them")
 
 
+def unpooled_groups(frame: "pd.DataFrame", by, what: str = "runs") -> None:
+    """:func:`unpooled` for every ``by`` group of ``frame``: a summary over the runs of a group
+    (a mean, a count) must not mix runs that differ in another RunConfig field than the seed."""
+    by = list(by)
+    free = ("seed", *by) + (("unknown_class", "averaging") if "moon" in by or "variant" in by else ())
+    for group, runs in frame.groupby(by, sort=False, dropna=False):
+        unpooled(runs, free, f"{what} of {dict(zip(by, group if isinstance(group, tuple) else (group,)))}")
+
+
 def _missing(value) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
@@ -267,6 +276,25 @@ def _select(frame: "pd.DataFrame", cells: Mapping[str, Any]) -> "pd.DataFrame":
     return frame
 
 
+def alpha_sweep_frame(frame: "pd.DataFrame", metrics=PRIMARY_METRICS,
+                      level: float = 0.95) -> "pd.DataFrame":
+    """MOON at each ``alpha_final`` - the baseline of the same seed and configuration (the
+    baseline has no alpha: its ``alpha_final`` is not compared), per model, method, density and
+    alpha: columns ``model, method, density, alpha_final, metric, mean_diff, low, high, ...``. The
+    sweep's cells are never pooled into one "MOON"."""
+    import pandas as pd
+
+    unknown, averaging = flag(frame, "unknown_class"), flag(frame, "averaging")
+    keys = config_keys(frame, ("unknown_class", "averaging", "alpha_final"))
+    moon, base = frame[unknown & averaging], plain_baselines(frame)
+    by = [c for c in ("model", "method", "density") if c in frame.columns] + ["alpha_final"]
+    rows = [paired_rows(pairs(runs, base, keys, list(metrics)).assign(alpha_final=alpha),
+                        list(metrics), by, level)
+            for alpha, runs in moon.groupby("alpha_final", sort=True)]
+    return (pd.concat(rows, ignore_index=True) if rows
+            else pd.DataFrame(columns=[*by, "metric", *PAIRED_COLUMNS]))
+
+
 # -- MOON's parts -----------------------------------------------------------------------------------
 def one_cell(frame: "pd.DataFrame", method: str | None, density: float | None) -> "pd.DataFrame":
     """The runs of one method and density (ValueError when the selection holds several)."""
@@ -313,6 +341,7 @@ def cost_frame(frame: "pd.DataFrame", by=("method", "density"),
 
     by = with_model(frame, by)
     require_columns(frame, by + ["moon"])
+    unpooled_groups(frame, by + ["moon"])
     data = frame[by + ["moon"]].assign(
         flops_vs_dense=numeric(frame, "extra.flops.train_step")
         / (3 * numeric(frame, "extra.flops.forward_dense")),
@@ -394,6 +423,7 @@ def density_summary(frame: "pd.DataFrame", metric: str = "id.accuracy", hue: str
     import pandas as pd
 
     require_columns(frame, [metric, hue, "density", "method"])
+    unpooled_groups(frame, [hue, "density"])
     data = pd.DataFrame({hue: frame[hue], "density": frame["density"].astype(float),
                          "value": pd.to_numeric(frame[metric], errors="coerce"),
                          "is_dense": frame["method"] == "dense"}).dropna(subset=["value"])

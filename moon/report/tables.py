@@ -103,6 +103,7 @@ def mean_std_table(frame: "pd.DataFrame", metrics, by) -> "pd.DataFrame":
 
     metrics, by = list(metrics), list(by)
     require_columns(frame, metrics + by)
+    stats.unpooled_groups(frame, by)
     data = pd.concat([frame[by], frame[metrics].apply(pd.to_numeric, errors="coerce")], axis=1)
     groups = data.groupby(by, dropna=False, sort=True)
     table = groups.size().to_frame("n")
@@ -219,6 +220,16 @@ def parts_table(parts: "pd.DataFrame") -> "pd.DataFrame":
     table = table.loc[order]
     table.insert(0, "treated − reference", [f"{refs.loc[p, 'treated']} − {refs.loc[p, 'reference']}"
                                             for p in order])
+    return table
+
+
+def alpha_sweep_table(long: "pd.DataFrame") -> "pd.DataFrame":
+    """MOON's one knob (:func:`moon.report.stats.alpha_sweep_frame`): a row per setting and
+    ``alpha_final``, MOON - baseline with its 95% interval per metric (points)."""
+    by = [c for c in ("model", "method", "density", "alpha_final") if c in long.columns]
+    table = interval_table(long, by)
+    table.index = table.index.set_names([("α_final" if n == "alpha_final" else n)
+                                         for n in table.index.names])
     return table
 
 
