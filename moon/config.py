@@ -191,7 +191,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "full": {"epochs": 100},
     # The paper's schedule, faithful in proportion: 100 epochs on every training image, exactly 5
     # plain-CE warm-up epochs, weight averaging over the last 20 at the constant final LR, topology
-    # updates at the released frequency scaled to our steps per epoch, frozen at 70% of training.
+    # updates at the released interval (80 of 391 steps) scaled to our steps per epoch, on global-step
+    # multiples (about 4.9 an epoch; the released in-epoch positions give 4), frozen at 70% of training.
     "paper": {"epochs": 100, "max_train_samples": 0, "warmup_epochs": 5, "average_epochs": 20,
               "update_end": 0.7, "update_interval": None},
 }

@@ -572,7 +572,12 @@ def test_paper_vs_ours_answers_every_published_claim(frame):
     claims = yaml.safe_load(headline.PUBLISHED.read_text())["claims"]
     table = headline.paper_vs_ours(frame)
     assert list(table.index) == [c["claim"] for c in claims]
-    assert list(table.columns) == ["published", "this study", "source"]
+    assert list(table.columns) == ["published", "this study", "verdict", "source"]
+    verdicts = dict(zip((c["measure"] for c in claims), table["verdict"]))
+    assert verdicts["moon_ece"] == "reproduced"            # MOON lowers ECE in every setting
+    assert verdicts["moon_accuracy"] == "reproduced"       # and raises accuracy
+    assert verdicts["sparse_minus_dense_ece"] == "reproduced"   # the fixture's sparse is worse
+    assert verdicts["moon_best_auroc"] in ("reproduced", "partly")   # far AUROC +3 points
     assert table["published"].tolist() == [c["published"] for c in claims]
     sources = headline.sources_markdown()
     for c in claims:
