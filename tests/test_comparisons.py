@@ -641,7 +641,13 @@ def test_limitations_carry_their_numbers(frame):
     from moon.report import headline
 
     bullets = headline.limitations(frame)
-    assert [b.split("**")[1] for b in bullets] == ["Seeds.", "Scale."]   # no test-set size known
+    # no test-set size, far-OOD set or commit known in the fixture
+    assert [b.split("**")[1] for b in bullets] == ["Seeds.", "Scale.", "One score."]
+    far = frame.assign(**{"ood.photos.msp.auroc": 0.9, "ood.textures.msp.auroc": 0.8,
+                          "provenance.git_sha": ["a" * 40, "b" * 40] * (len(frame) // 2)})
+    more = headline.limitations(far)
+    assert "is 4,000 crops of 10 source images (2 for photos, 8 for textures)" in more[-2]
+    assert more[-1].startswith(f"**Code versions.** These {len(far)} runs ran from 2 commits")
     mde = 100 * paired_moon_frame(frame).groupby("metric")["mde"].median()
     assert bullets[0].startswith("**Seeds.** 3 or more seeds per setting")
     assert (f"±{mde['ood.near.msp.auroc']:.1f} points of near-OOD AUROC, "
@@ -651,7 +657,7 @@ def test_limitations_carry_their_numbers(frame):
     assert f"({hours:.1f} hours of training in these 30 runs)" in bullets[1]
     assert bullets[1].startswith("**Scale.** LeNet-5 on 28x28")
     with_n = headline.limitations(frame.assign(**{"id.n": 10000}))
-    assert len(with_n) == 3 and with_n[2].startswith("**Benchmark.** 10,000 ID test images")
+    assert len(with_n) == 4 and with_n[2].startswith("**Benchmark.** 10,000 ID test images")
 
 
 def test_chapter_conclusions_name_their_numbers(frame, ablation_frame):
@@ -802,3 +808,16 @@ def test_no_page_pools_an_alpha_sweep_into_moon(frame):
             page(mixed)
     alpha = report_stats.alpha_sweep_frame(mixed, ["id.ece"])       # the sweep, shown apart
     assert sorted(alpha[alpha["method"] == "rigl"]["alpha_final"].unique()) == [1.0, 3.0]
+
+
+def test_chapters_end_with_answers(frame):
+    """The post-hoc and cost chapters answer their questions: does DICE add to MOON (the
+    interaction, counted), does MOON cost extra training time (the ratio's interval above 1)."""
+    from moon.report import headline
+
+    dice = headline.dice_moon_answer(frame)
+    inter = posthoc_gain_frame(frame)
+    inter = inter[inter["moon"] == "MOON − baseline"]
+    assert dice.startswith("**Does DICE add to MOON?**") and f"of {len(inter)} setting" in dice
+    cost = headline.cost_conclusion(frame)
+    assert "does MOON cost extra training time? Yes in 5 of 5 settings" in cost   # 1.08-1.12x

@@ -293,6 +293,14 @@ _OOD_BUILDERS: dict[str, Callable[..., torch.Tensor]] = {
 }
 
 
+def far_source_images() -> dict[str, int]:
+    """How many distinct source images the crops of each far set are cut from (their effective
+    sample size is bounded by these counts, not by the number of crops)."""
+    from sklearn.datasets import load_sample_images
+
+    return {"photos": len(load_sample_images().images), "textures": len(shipped.SKIMAGE_TEXTURES)}
+
+
 def load_ood(name: str, id_data: IDData, seed: int = 0, n: int = 2000,
              download: bool | None = None) -> torch.Tensor:
     """An OOD set for ``id_data`` as uint8 ``[N, C, H, W]`` in the ID image shape.

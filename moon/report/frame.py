@@ -202,6 +202,7 @@ def results_frame(results_or_root) -> "pd.DataFrame":
         if result.history:                  # the regime: how well the run fit its training data
             row["train.accuracy"] = result.history[-1].get("train_acc")
             row["train.unknown_mass"] = result.history[-1].get("unknown_mass")
+        row["provenance.git_sha"] = (result.provenance or {}).get("git_sha")
         rows.append(row)
     return with_group_means(pd.DataFrame(rows))
 

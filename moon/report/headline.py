@@ -463,7 +463,39 @@ def limitations(frame: "pd.DataFrame") -> list[str]:
         bullets.append(f"**Benchmark.** {int(test):,} ID test images and the offline OOD sets of "
                        "the benchmark page; CIFAR-100, TinyImageNet, SVHN and Places365, the "
                        "paper's sets, cannot be downloaded here.")
+    bullets.append("**One score.** The verdict and the declared family read MSP only (the "
+                   "paper's score); the other detectors are secondary (post-hoc chapter).")
+    far = _far_sources(frame)
+    if far:
+        far_mde = 100 * effects.loc[effects["metric"] == "ood.far.msp.auroc", "mde"]
+        bullets.append(
+            f"**The far-OOD group** is {far['crops']:,} crops of {far['sources']} source images "
+            f"({far['detail']}): crops of one image are not independent, so its effective sample "
+            f"size is nearer {far['sources']} than {far['crops']:,}, and MOON's far-OOD effect is "
+            f"detectable only to ±{far_mde.min():.1f} to ±{far_mde.max():.1f} points.")
+    shas = sorted({s for s in frame.get("provenance.git_sha", []) if isinstance(s, str)})
+    if shas:
+        bullets.append(f"**Code versions.** These {len(frame)} runs ran from {len(shas)} commit"
+                       f"{'s' if len(shas) > 1 else ''} of this repository ("
+                       + ", ".join(s[:7] for s in shas) + "; each run's is in the reproducibility "
+                       "page's table).")
     return bullets
+
+
+def _far_sources(frame: "pd.DataFrame") -> dict | None:
+    """Crops and source images of the far-OOD sets the frame's runs were scored on."""
+    import inspect
+
+    from moon.ood.sets import OOD_SETS, far_source_images, load_ood
+
+    present = [name for name in far_source_images()
+               if f"ood.{name}.msp.auroc" in frame.columns and OOD_SETS[name].kind == "far"]
+    if not present:
+        return None
+    counts = far_source_images()
+    per_set = inspect.signature(load_ood).parameters["n"].default     # crops per set
+    return {"crops": per_set * len(present), "sources": sum(counts[n] for n in present),
+            "detail": ", ".join(f"{counts[n]} for {n}" for n in present)}
 
 
 # -- the long text, for a collapsible block ---------------------------------------------------------
@@ -609,7 +641,27 @@ def posthoc_conclusion(frame: "pd.DataFrame", kinds=("near", "far")) -> str:
                      f"({100 * means[best]:.1f}% AUROC, against {100 * means.get(f'ood.{kind}.msp.auroc', math.nan):.1f}% "
                      f"for MSP)")
     parts.append(_dice_energy(frame, None))
-    return _bold("; ".join(parts) + ".")
+    return _bold("; ".join(parts) + ". " + dice_moon_answer(frame))
+
+
+def dice_moon_answer(frame: "pd.DataFrame", kinds=("near", "far")) -> str:
+    """Does DICE add to MOON? The interaction (DICE's gain over energy on a MOON run minus its
+    gain on the paired baseline run), per setting: in how many it is measurably positive or
+    negative (unadjusted 95% intervals), with the range in points."""
+    gains = stats.posthoc_gain_frame(frame, kinds=kinds)
+    inter = gains[gains["moon"] == "MOON − baseline"].dropna(subset=["mean_diff"])
+    if inter.empty:
+        return "Whether DICE adds to MOON: no MOON-baseline pairs."
+    up = int((inter["excludes_zero"] & (inter["mean_diff"] > 0)).sum())
+    down = int((inter["excludes_zero"] & (inter["mean_diff"] < 0)).sum())
+    if 2 * (up + down) < len(inter):
+        answer = "mostly neither: in most cells the two neither add up nor cancel measurably"
+    else:
+        answer = "DICE adds more on MOON runs" if up > down else "DICE adds less on MOON runs"
+    return (f"**Does DICE add to MOON?** {answer}: its gain over energy on a MOON run minus that on "
+            f"the paired baseline is {signed(100 * inter['mean_diff'].min(), 1)} to "
+            f"{signed(100 * inter['mean_diff'].max(), 1)} points, measurably positive in {up} and "
+            f"negative in {down} of {len(inter)} setting x group cells (unadjusted 95% intervals).")
 
 
 def cost_conclusion(frame: "pd.DataFrame", inference: dict | None = None) -> str:
@@ -618,6 +670,17 @@ def cost_conclusion(frame: "pd.DataFrame", inference: dict | None = None) -> str
     ratios = costs["moon_time_ratio"].dropna()
     text = [f"MOON trained in {ratios.min():.2f}x to {ratios.max():.2f}x its baseline's time"
             if len(ratios) else "no MOON/baseline pairs to time"]
+    timed = costs.dropna(subset=["moon_time_ratio"])
+    if len(timed):
+        dearer = timed[timed["moon_time_low"] > 1]
+        text.append("does MOON cost extra training time? "
+                    + ("Not measurably in any setting" if dearer.empty else
+                       f"Yes in {len(dearer)} of {len(timed)} settings, whose interval of "
+                       "the time ratio lies above 1 ("
+                       + ", ".join(f"{_setting(dict(zip(costs.index.names, idx)))} "
+                                   f"{r['moon_time_ratio']:.2f} [{r['moon_time_low']:.2f}, "
+                                   f"{r['moon_time_high']:.2f}]"
+                                   for idx, r in dearer.iterrows()) + ")"))
     if inference:
         for row in inference["rows"]:
             if (row["model"], row["threads"], row["batch"], row["density"]) == ("mlp", 1, 512, 0.02):
