@@ -13,6 +13,9 @@ loaded and its images have settled, it reports:
   ``div.output.traceback`` and ``div.output.stderr``; classic notebooks as ``.output_error`` and
   ``.output_stderr``), and page text (outside code-cell inputs) containing a Python traceback,
   ``NameError`` or ``ModuleNotFoundError``;
+* what a reader cannot read: a figure rendered below 55% of its pixel width (its 7-pt text
+  under about 6.5 px), a table wider than the page's column, a code input shown on a chapter page,
+  and a figure's text representation ("<Figure size ... with N Axes>") where its image belongs;
 * on the intro page (the page ``index.html`` redirects to), the reader's first screen: the
   headline figure (the image of ``figure#headline`` / an element whose id starts with
   ``headline`` / ``.headline-figure`` when there is one, else the first image of the main content
@@ -171,6 +174,41 @@ def image_problems(images: list[dict]) -> list[str]:
     return [f"{len(broken)} broken image(s): " + ", ".join(broken)] if broken else []
 
 
+# A figure is drawn at plotting.DPI (120) with text of 7 pt or more: 7 pt = 11.7 px at full size.
+# Shrunk below this share of its pixel width, that text falls under about 6.5 px: unreadable.
+MIN_FIGURE_SCALE = 0.55
+FIGURE_REPR = re.compile(r"<Figure size \d+x\d+ with \d+ Axes>")
+
+
+def legibility_problems(images: list[dict], minimum: float = MIN_FIGURE_SCALE) -> list[str]:
+    """Figures shrunk so far that their text cannot be read: the rendered width against the image's
+    own pixel width (``{"src", "naturalWidth", "width"}`` records; small icons are left out)."""
+    small = [f"{img.get('src')} at {img['width'] / img['naturalWidth']:.0%}" for img in images
+             if (img.get("naturalWidth") or 0) >= 400 and img.get("width")
+             and img["width"] / img["naturalWidth"] < minimum]
+    return [f"{len(small)} figure(s) shrunk below {minimum:.0%} of their size, text unreadable: "
+            + ", ".join(small)] if small else []
+
+
+def table_problems(tables: list[dict]) -> list[str]:
+    """Tables wider than the page's column (``{"width", "column", "head"}`` records)."""
+    wide = [f"'{t['head']}' ({t['width']:.0f} of {t['column']:.0f}px)" for t in tables
+            if t["width"] > t["column"] + 2]
+    return [f"{len(wide)} table(s) wider than the column: " + ", ".join(wide)] if wide else []
+
+
+def chapter_problems(page: str, inputs: int, html: str) -> list[str]:
+    """A chapter page shows no code input (its cells are tagged to hide them), and no page shows
+    a figure's text representation ("<Figure size 970x229 with 4 Axes>") instead of its image."""
+    problems = []
+    if page.startswith("chapters/") and inputs:
+        problems.append(f"{inputs} code input(s) shown on a chapter page")
+    shown = FIGURE_REPR.findall(html.replace("&lt;", "<").replace("&gt;", ">"))
+    if shown:
+        problems.append(f"{len(shown)} figure(s) shown as text ({shown[0]}), not as an image")
+    return problems
+
+
 def first_screen_problems(boxes: dict) -> list[str]:
     """Whether the intro's parts are on the first screen. ``boxes`` maps "headline figure",
     "verdict" and "paper table" to ``{"top", "bottom", "height", "innerHeight", "what"}`` (None
@@ -216,8 +254,18 @@ imgs.forEach(img => { if (img.loading === 'lazy') img.loading = 'eager'; });
 
 FACTS_JS = """
 const images = Array.from(document.images).map(img => ({
-  src: img.getAttribute('src'), complete: img.complete, naturalWidth: img.naturalWidth}));
+  src: img.getAttribute('src'), complete: img.complete, naturalWidth: img.naturalWidth,
+  width: img.getBoundingClientRect().width}));
 const main = document.querySelector('article.bd-article, main, [role="main"]') || document.body;
+// tables wider than the column they sit in (a reader would have to scroll sideways)
+const column = main.getBoundingClientRect().width;
+const tables = Array.from(main.querySelectorAll('table')).filter(
+  t => t.getBoundingClientRect().height > 0).map(t => ({
+  width: t.scrollWidth, column: column,
+  head: (t.querySelector('th, td') || {textContent: ''}).textContent.trim().slice(0, 40)}));
+// code inputs a reader sees (a cell whose input is not removed or folded)
+const inputs = Array.from(main.querySelectorAll('.cell_input')).filter(
+  el => el.getBoundingClientRect().height > 0 && !el.closest('details')).length;
 const picks = ['figure#headline', '[id^="headline"]', '.headline-figure'].flatMap(
   sel => Array.from(document.querySelectorAll(sel))).map(
   el => el.tagName === 'IMG' ? el : el.querySelector('img')).filter(el => el);
@@ -234,7 +282,8 @@ const shown = sel => Array.from(main.querySelectorAll(sel)).find(
 const boxes = {'headline figure': box(img, img ? img.getAttribute('src') : ''),
                'verdict': box(shown('ul'), '(first list)'),
                'paper table': box(shown('table'), '(first table)')};
-return {images: images, boxes: boxes, html: document.documentElement.outerHTML};
+return {images: images, boxes: boxes, tables: tables, inputs: inputs,
+        html: document.documentElement.outerHTML};
 """
 
 
@@ -317,7 +366,7 @@ def screenshot_name(page: str) -> str:
 
 
 def check_page(driver, url: str, is_intro: bool, screenshot: Path | None,
-               timeout: float) -> tuple[list[str], str]:
+               timeout: float, page: str = "") -> tuple[list[str], str]:
     """Load one page and return its problems and a note for its line (saving the first screen to
     ``screenshot``)."""
     from selenium.webdriver.support.ui import WebDriverWait
@@ -328,7 +377,9 @@ def check_page(driver, url: str, is_intro: bool, screenshot: Path | None,
     driver.execute_async_script(WAIT_IMAGES_JS, int(timeout * 1000))
     driver.execute_script("window.scrollTo(0, 0);")
     facts = driver.execute_script(FACTS_JS)
-    problems = image_problems(facts["images"]) + content_problems(facts["html"])
+    problems = (image_problems(facts["images"]) + content_problems(facts["html"])
+                + legibility_problems(facts["images"]) + table_problems(facts["tables"])
+                + chapter_problems(page, facts["inputs"], facts["html"]))
     note = ""
     if is_intro:
         problems += first_screen_problems(facts["boxes"])
@@ -353,7 +404,7 @@ def run_checks(build: Path, pages: list[str], out: Path, chromium: str, chromedr
                 shot = out / screenshot_name(page) if page in (intro, *SCREENSHOT_PAGES) else None
                 try:
                     problems, note = check_page(driver, base + page, page == intro, shot,
-                                                timeout)
+                                                timeout, page)
                 except Exception as err:  # noqa: BLE001 - a page that fails to load is a problem
                     problems, note = [f"could not check the page: {short_error(err)}"], ""
                 failed += bool(problems)

@@ -121,7 +121,7 @@ histograms of ID test images against each OOD set.
 papermill notebooks/ood_eval.ipynb out.ipynb -p density 0.02 -p method set
 ```""",
         parameters(None, None),
-        check() + """import moon
+        (check() + """import moon
 from moon.config import from_namespace
 from moon.report import run_figures, tables
 from moon.rundir import run_folder_name
@@ -130,12 +130,12 @@ cfg = from_namespace(globals(), preset)
 out_dir = out_dir or f"runs/ood_eval/{run_folder_name(cfg, preset)}"
 result = moon.run(cfg, out_dir)
 print(f"{result.status}: {out_dir}/result.json, measured density {result.masks['density']:.4f}")
-tables.id_table(result)""",
-        'tables.ood_table(result, "auroc")',
-        'tables.ood_table(result, "fpr95")',
-        "run_figures.reliability_diagram(result)",
-        'run_figures.score_histograms(result, "msp")',
-        "run_figures.plot_history(result)",
+tables.id_table(result)""", HIDE),
+        ('tables.ood_table(result, "auroc")', HIDE),
+        ('tables.ood_table(result, "fpr95")', HIDE),
+        ("run_figures.reliability_diagram(result)", HIDE),
+        ('run_figures.score_histograms(result, "msp")', HIDE),
+        ("run_figures.plot_history(result)", HIDE),
         ("from IPython.display import Markdown\n"
          "from moon.report import headline\n"
          "Markdown(headline.run_conclusion(result))", HIDE)),
@@ -419,11 +419,11 @@ is large: at α = 1 a wrong sample needs `h > 2` (p_y < 0.135); at α = 0.01, `h
 the auto-tuned α it therefore takes little mass even where the classes overlap; the last panel,
 with a fixed α of 5, shows where it goes once α is large (dashed: p(unknown) = 0.5, when reached).""",
         parameters(None, "runs/theory_unknown_class", ["seed", "density", "alpha_final"]),
-        check(["seed", "density", "alpha_final"]) + """from moon import theory
+        (check(["seed", "density", "alpha_final"]) + """from moon import theory
 
 models = theory.toy_models(density, alpha_final, seed, epochs=15 if preset == "smoke" else 60)
-theory.plot_confidence_maps(models, data=theory.toy_data(seed=seed, std=1.0))""",
-        "theory.plot_unknown_region()",
+theory.plot_confidence_maps(models, data=theory.toy_data(seed=seed, std=1.0))""", HIDE),
+        ("theory.plot_unknown_region()", HIDE),
         ("summary = theory.unknown_mass_summary(models, theory.toy_data(seed=seed, std=1.0))\n"
          "summary.round(3)", HIDE),
         ("from IPython.display import Markdown\nMarkdown(theory.unknown_class_conclusion(summary))",
@@ -443,7 +443,7 @@ LeNet-5, 20 epochs: a few minutes on a 2-core CPU), then sweeps p.
 **What to look at.** The mean variance of the masked known-class logits for ID and each OOD set
 against p, and the AUROC of DICE's energy score against p.""",
         parameters(None, None),
-        check() + """import moon
+        (check() + """import moon
 from moon import theory
 from moon.config import from_namespace
 from moon.data import load_id
@@ -457,8 +457,8 @@ result = moon.run(cfg.replace(resume=True), out_dir)     # trains, or reuses the
 model, cfg = load_model(out_dir)
 outputs = outputs_for(model, load_id(cfg.dataset), cfg, "cpu")
 sweep = theory.dice_variance_sweep(model, outputs.pop("train"), outputs, num_known=model.head.out_features - int(cfg.unknown_class))
-theory.dice_variance_table(sweep)""",
-        "theory.plot_dice_variance(sweep)",
+theory.dice_variance_table(sweep)""", HIDE),
+        ("theory.plot_dice_variance(sweep)", HIDE),
         ("from IPython.display import Markdown\nMarkdown(theory.dice_variance_conclusion(sweep))",
          HIDE)),
 }

@@ -168,3 +168,20 @@ def test_end_to_end_on_a_synthetic_build(tmp_path, capsys):
                         "error output: NameError: name 'x' is not defined")
     assert lines[1].startswith("intro.html: ok (paper table ends at ")
     assert sorted(p.name for p in out.iterdir()) == ["chapters-sparsity_sweep.png", "intro.png"]
+
+
+def test_reader_checks_flag_shrunk_figures_wide_tables_code_and_figure_text():
+    figures = [{"src": "a.png", "naturalWidth": 1600, "width": 700},      # 44%: unreadable
+               {"src": "b.png", "naturalWidth": 1000, "width": 700},      # 70%: fine
+               {"src": "icon.png", "naturalWidth": 64, "width": 16}]      # an icon: ignored
+    (line,) = bc.legibility_problems(figures)
+    assert "1 figure(s)" in line and "a.png at 44%" in line and "b.png" not in line
+    assert bc.table_problems([{"width": 1100, "column": 1024, "head": "claim"},
+                              {"width": 1020, "column": 1024, "head": "fits"}]) == [
+        "1 table(s) wider than the column: 'claim' (1100 of 1024px)"]
+    assert bc.chapter_problems("chapters/x.html", 2, "") == [
+        "2 code input(s) shown on a chapter page"]
+    assert bc.chapter_problems("intro.html", 2, "") == []                 # pages may show code
+    text = "<div>&lt;Figure size 970x229 with 4 Axes&gt;</div>"
+    assert bc.chapter_problems("intro.html", 0, text) == [
+        "1 figure(s) shown as text (<Figure size 970x229 with 4 Axes>), not as an image"]
