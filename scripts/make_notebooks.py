@@ -131,8 +131,8 @@ out_dir = out_dir or f"runs/ood_eval/{run_folder_name(cfg, preset)}"
 result = moon.run(cfg, out_dir)
 print(f"{result.status}: {out_dir}/result.json, measured density {result.masks['density']:.4f}")
 tables.id_table(result)""", HIDE),
-        ('tables.ood_table(result, "auroc")', HIDE),
-        ('tables.ood_table(result, "fpr95")', HIDE),
+        ('tables.ood_table(result, "auroc", names=True)', HIDE),
+        ('tables.ood_table(result, "fpr95", names=True)', HIDE),
         ("run_figures.reliability_diagram(result)", HIDE),
         ('run_figures.score_histograms(result, "msp")', HIDE),
         ("run_figures.plot_history(result)", HIDE),

@@ -81,13 +81,18 @@ def main() -> int:
 
 
 def _hide_parameters(path: Path) -> None:
-    """In the book, leave out the template's default parameters (a reader would take them for the
+    """In the book, leave out the template's "**Default.**" paragraph (how to run it: the
+    template's users read it, the book's readers need the results' own description), the template's default parameters (a reader would take them for the
     run's: ``epochs = 20`` where the chapter ran 100) and collapse the parameters papermill
     injected, the values the chapter ran with (one click away); drop the kernel's start-up
     warnings from the outputs."""
     import nbformat
 
     nb = nbformat.read(path, as_version=4)
+    first = next((c for c in nb.cells if c.cell_type == "markdown"), None)
+    if first is not None:               # how to run the template: for its users, not the reader
+        first.source = "\n\n".join(p for p in first.source.split("\n\n")
+                                    if not p.lstrip().startswith("**Default.**"))
     injected = any("injected-parameters" in c.metadata.get("tags", []) for c in nb.cells)
     for cell in nb.cells:
         cell["outputs"] = [o for o in cell.get("outputs", []) if not (

@@ -15,7 +15,8 @@ spec.loader.exec_module(rc)
 
 def _chapter(tmp_path: Path, injected: bool) -> Path:
     nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_markdown_cell("# A chapter"),
+    nb.cells = [nbformat.v4.new_markdown_cell("# A chapter\n\n**Question.** Q?\n\n**Default.** Runs "
+                                              "in minutes; `-p preset smoke`.\n\n**What to look at.** X."),
                 nbformat.v4.new_code_cell("epochs = 20", metadata={"tags": ["parameters"]})]
     if injected:
         nb.cells.append(nbformat.v4.new_code_cell("epochs = 100",
@@ -37,6 +38,7 @@ def test_template_defaults_leave_the_book_and_the_values_run_stay_one_click_away
     assert cells[1].metadata["tags"] == ["parameters", "remove-cell"]        # epochs = 20: gone
     assert cells[2].metadata["tags"] == ["injected-parameters", "hide-input"]   # epochs = 100
     assert [o["name"] for o in cells[3].outputs] == ["stdout"]     # the kernel's warning dropped
+    assert cells[0].source == "# A chapter\n\n**Question.** Q?\n\n**What to look at.** X."
     rc._hide_parameters(path)                                       # idempotent
     assert nbformat.read(path, as_version=4).cells[1].metadata["tags"] == ["parameters",
                                                                            "remove-cell"]

@@ -143,6 +143,8 @@ def density_panels(frame: "pd.DataFrame", metrics=PRIMARY_METRICS,
                             color=method_color(method), ls=LINESTYLES[label],
                             marker=MARKERS[label], ms=4, label=label)
             density_axis(ax, part["density"])
+            if scale == 100 and ax.get_ylim()[1] > 100:     # a percent never exceeds 100
+                ax.set_ylim(top=100)
             if r == 0:
                 ax.set_title(f"{model_name(model) + ': ' if model else ''}{method_name(method)}",
                              fontsize=9)
@@ -180,7 +182,9 @@ def effect_heatmap(long: "pd.DataFrame", path: str | Path | None = None, title: 
         ax.imshow(grey, cmap=mcolors.ListedColormap(["0.88"]), aspect="auto")
         ax.imshow(value, cmap="RdBu", vmin=-limit, vmax=limit, aspect="auto")
         for (i, j), t in np.ndenumerate(text):
-            ax.text(j, i, t, ha="center", va="center", fontsize=8)
+            dark = np.isfinite(value[i, j]) and abs(value[i, j]) > 0.6 * limit   # deep red/blue
+            ax.text(j, i, t, ha="center", va="center", fontsize=8,
+                    color="white" if dark else "black")
         ax.set_xticks(range(len(densities)), [f"{d:g}" for d in densities])
         ax.set_yticks(range(len(methods)), [method_name(m) for m in methods])
         ax.set_xlabel("density")

@@ -130,9 +130,10 @@ def id_table(result) -> "pd.DataFrame":
     return pd.DataFrame(rows).set_index("metric")
 
 
-def ood_table(result, metric: str = "auroc") -> "pd.DataFrame":
+def ood_table(result, metric: str = "auroc", names: bool = False) -> "pd.DataFrame":
     """One run's OOD ``metric`` (x100, 1 decimal): detectors as rows, OOD sets as columns by group
-    (near, far, noise), then ``near mean``, ``far mean`` and ``noise mean``."""
+    (near, far, noise), then ``near mean``, ``far mean`` and ``noise mean``. ``names``: detectors
+    and the metric in the book's words ("MSP over K", "FPR@95 (%)"), for a page."""
     import pandas as pd
 
     from moon.ood.sets import GROUPS
@@ -149,7 +150,13 @@ def ood_table(result, metric: str = "auroc") -> "pd.DataFrame":
         if of_kind:
             table[f"{kind} mean"] = table[of_kind].mean(axis=1)
     table.index.name, table.columns.name = "detector", metric
-    return (table * 100).round(1)
+    table = (table * 100).round(1)
+    if names:
+        from moon.report.frame import DETECTOR_NAMES, METRIC_NAMES
+
+        table.index = [DETECTOR_NAMES.get(d, d) for d in table.index]
+        table.index.name, table.columns.name = "detector", f"{METRIC_NAMES[metric]} (%)"
+    return table
 
 
 # -- many runs --------------------------------------------------------------------------------------
