@@ -44,12 +44,14 @@ def notebook(intro: str, params: str, *cells) -> nbf.NotebookNode:
     nb.cells = [nbf.v4.new_markdown_cell(intro.strip()),
                 nbf.v4.new_code_cell(params, metadata={"tags": ["parameters"]})]
     for cell in cells:
-        source, tags = cell if isinstance(cell, tuple) else (cell, [])
+        source, tags, caption = (cell + (None,))[:3] if isinstance(cell, tuple) else (cell, [], None)
         if "md" in tags:
             nb.cells.append(nbf.v4.new_markdown_cell(source.strip()))
-        else:
-            nb.cells.append(nbf.v4.new_code_cell(source.strip(),
-                                                 metadata={"tags": list(tags)} if tags else {}))
+            continue
+        metadata = {"tags": list(tags)} if tags else {}
+        if caption:                    # a numbered figure with its caption (MyST-NB cell metadata)
+            metadata["mystnb"] = {"figure": {"caption": caption}}
+        nb.cells.append(nbf.v4.new_code_cell(source.strip(), metadata=metadata))
     for i, cell in enumerate(nb.cells):     # stable ids: regenerating changes only what changed
         cell["id"] = f"cell-{i}"
     return nb
@@ -158,9 +160,9 @@ heatmaps, and the primary endpoints the study declared before it ran, with their
 effects and Holm-adjusted p-values.""",
         parameters("paper", "runs/paper", STUDY_FIELDS, study_params("paper", NO_SWEEP)),
         (STUDY_CELLS, HIDE),
-        ("figures.headline_figure(headline.moon_effects(frame))", HIDE),
-        ("figures.density_panels(frame)", HIDE),
-        ("figures.effect_heatmap(headline.moon_effects(frame), title='MOON − baseline')", HIDE),
+        ("figures.headline_figure(headline.moon_effects(frame))", HIDE, "MOON − baseline per setting, paired by seed, with 95% intervals (filled: the interval excludes 0; grey band: the smallest change the seeds detect). Right of 0 is better for AUROC and accuracy, left of 0 for ECE."),
+        ("figures.density_panels(frame)", HIDE, "Each metric against density, baseline solid and MOON dashed, mean over seeds with 95% intervals; grey lines: dense. Higher is better for AUROC and accuracy, lower for ECE."),
+        ("figures.effect_heatmap(headline.moon_effects(frame), title='MOON − baseline')", HIDE, "MOON − baseline per method and density (points): blue better, red worse, grey where the 95% interval includes 0."),
         ("figures.effect_heatmap(stats.sparsity_effect_frame(frame), title='plain sparse − dense')",
          HIDE),
         ("""## Primary endpoints
@@ -220,13 +222,16 @@ Markdown(headline.regime_conclusion(answers, link))""", HIDE),
         ("""keep = [r for r in results if r.config["seed"] == min(x.config["seed"] for x in results)
         and (r.config["method"] == "dense" or r.config["density"] == 0.05)
         and r.config.get("alpha_final", 1.0) == 1.0 and r.config["method"] in ("dense", "rigl")]
-figures.regime_curves(keep)""", HIDE),
+figures.regime_curves(keep)""", HIDE,
+         "Per epoch, one seed of the paper-length study: training accuracy, validation ECE (lower "
+         "is better), fitted temperature (above 1: over-confident) and MOON's unknown-class "
+         "probability on the training data."),
         ("""masses = regime.regime_frame(results)
 masses = masses[masses["moon"]]
 (100 * masses.groupby(["model", "method", "density"])[["unknown_mass_train", "unknown_mass_id_test"]].mean()).round(4).rename(
     columns={"unknown_mass_train": "p(unknown), training data, last epoch (%)",
              "unknown_mass_id_test": "p(unknown), ID test (%)"})""", HIDE),
-        ("figures.temperature_scatter(link)", HIDE),
+        ("figures.temperature_scatter(link)", HIDE, "MOON's ECE change (below 0: MOON better calibrated) against its baseline's fitted temperature (above 1: over-confident), one dot per pair, a colour per study."),
         ("""## Fewer images: where sparse training hurts
 
 The regime study trains the MLP (and LeNet-5 at 5,000) on fixed nested subsets of the training
@@ -252,7 +257,11 @@ else:
     sizes = sizes[sizes["method"].isin(["dense", "rigl", "set", "cigl"])
                   & (sizes["alpha_final"] == 1.0)]
     curves = {column: regime_map.by_size(sizes, column) for column, *_ in regime_figures.SIZE_PANELS}
-    display(regime_figures.size_curves(curves))""", HIDE),
+    display(regime_figures.size_curves(curves))""", HIDE,
+         "The regime at each training-set size (MLP, mean over seeds with their range; 55,000 is "
+         "the paper-length study): training accuracy, fitted temperature (above 1: over-confident), "
+         "test ECE (lower is better) and, for MOON runs, the unknown class's probability on ID test "
+         "images."),
         ("""if regime_study is not None:
     declared = stats.declared_families(regime_study, load_study("regime").endpoints)
     display(Markdown(regime_map.conditional_verdict(declared)))
@@ -307,7 +316,7 @@ Finished runs are reused.
 dot plot; the table of means below it.""",
         parameters("cpu", "runs/ablation", STUDY_FIELDS, study_params("ablation")),
         (STUDY_CELLS, HIDE),
-        ("figures.ablation_plot(frame)", HIDE),
+        ("figures.ablation_plot(frame)", HIDE, "Each MOON part's change against no part, paired by seed, with 95% intervals; right of 0 is better for AUROC and accuracy, left of 0 for ECE."),
         ("tables.ablation_table(frame)", COLLAPSED),
         ("Markdown(headline.ablation_conclusion(frame))", HIDE)),
 
@@ -326,7 +335,7 @@ the table of ECE, adaptive ECE, NLL and Brier (mean ± std over seeds), and the 
 diagrams of one seed of one model.""",
         parameters("paper", "runs/paper", STUDY_FIELDS, study_params("paper", {"density": [1.0, 0.05], **NO_SWEEP})),
         (STUDY_CELLS, HIDE),
-        ("figures.calibration_overview(frame)", HIDE),
+        ("figures.calibration_overview(frame)", HIDE, "ECE per setting, baseline filled and MOON hollow, with 95% intervals; black diamonds: after temperature scaling. Lower is better."),
         ("tables.calibration_table(frame)", COLLAPSED),
         ("""first = results[0].config
 run_figures.reliability_diagram([r for r in results if r.config["seed"] == first["seed"]
