@@ -203,7 +203,10 @@ def welch_interval(values: Sequence[float] | Any, base_values: Sequence[float] |
     se = sqrt(s_a^2/n_a + s_b^2/n_b);  nu = se^4 / ((s_a^2/n_a)^2/(n_a-1) + (s_b^2/n_b)^2/(n_b-1))
     (Welch-Satterthwaite);  interval = diff -+ t_{(1+level)/2, nu} * se. With fewer than 2 values on
     a side the spread is unknown: low = high = NaN and ``excludes_zero`` False; with se = 0 the
-    interval is the point. ``n`` counts ``values``.
+    interval is the point. ``n`` counts ``values``. ``p_value`` is Welch's two-sided t-test
+    (scipy ``ttest_ind(equal_var=False)``), so a family of these can be Holm-adjusted; ``mde`` the
+    smallest true difference detected with 80% power at ``1 - level`` (statsmodels'
+    ``TTestIndPower`` on the pooled standard deviation, for these group sizes).
     """
     a, b = (np.asarray(v, dtype=float) for v in (values, base_values))
     a, b = a[np.isfinite(a)], b[np.isfinite(b)]
@@ -217,5 +220,26 @@ def welch_interval(values: Sequence[float] | Any, base_values: Sequence[float] |
     half = 0.0 if se == 0 else float(stats.t.ppf((1 + level) / 2, (va + vb) ** 2 / (
         va ** 2 / (a.size - 1) + vb ** 2 / (b.size - 1)))) * se
     low, high = diff - half, diff + half
+    if se > 0:
+        p = float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+    else:
+        p = 1.0 if diff == 0 else 0.0
+    pooled = math.sqrt((a.var(ddof=1) * (a.size - 1) + b.var(ddof=1) * (b.size - 1))
+                       / (a.size + b.size - 2))
     return Paired(mean_diff=diff, low=low, high=high, excludes_zero=bool(low > 0 or high < 0),
-                  n=int(a.size))
+                  n=int(a.size), p_value=p, sd=pooled,
+                  mde=_independent_mde(pooled, a.size, b.size, alpha=1 - level))
+
+
+def _independent_mde(sd: float, n_a: int, n_b: int, alpha: float = 0.05,
+                     power: float = 0.8) -> float:
+    """The smallest true difference of two independent means (group sizes ``n_a``, ``n_b``, common
+    spread ``sd``) a two-sided t-test at ``alpha`` detects with ``power`` (statsmodels'
+    ``TTestIndPower``)."""
+    if sd == 0:
+        return 0.0
+    from statsmodels.stats.power import TTestIndPower
+
+    d = TTestIndPower().solve_power(effect_size=None, nobs1=n_a, ratio=n_b / n_a, alpha=alpha,
+                                    power=power, alternative="two-sided")
+    return float(d) * sd

@@ -264,7 +264,7 @@ else:
          "images."),
         ("""if regime_study is not None:
     declared = stats.declared_families(regime_study, load_study("regime").endpoints)
-    display(Markdown(regime_map.conditional_verdict(declared)))
+    display(Markdown(regime_map.conditional_verdict(declared, regime_study)))
     display(tables.families_table(declared))""", HIDE),
         ("""## MOON's parts where the premise holds
 

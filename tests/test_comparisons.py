@@ -185,6 +185,8 @@ def test_sparsity_effect_is_a_welch_interval_on_baseline_runs(frame):
     row = row.iloc[0]
     assert row["mean_diff"] == pytest.approx(np.mean(sparse) - np.mean(dense))
     assert (row["low"], row["high"]) == pytest.approx((ci.low, ci.high))
+    assert row["p_value"] == pytest.approx(stats.ttest_ind(sparse, dense, equal_var=False).pvalue)
+    assert 0 < row["mde"] < 0.05                       # detectable with 3 against 3 runs
     assert row["n"] == row["n_base"] == 3                   # MOON runs are not counted
     assert row["excludes_zero"] and row["mean_diff"] < 0    # 0.0575 lower, small noise
     table = sparsity_effect_table(frame, metrics=("id.accuracy",))

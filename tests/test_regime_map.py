@@ -142,3 +142,17 @@ def test_pilot_decisions_follow_the_declared_rules():
     assert decided["add_2500"] and decided["underfit_at_5000"] == [("rigl", 0.02, 0.96)]
     assert decided["parts_n"] == 2500                 # 15,000 has a larger gap but does not fit
     assert decided["rigl_gaps"][15000]["ece_gap"] == pytest.approx(0.05)
+
+
+def test_the_conditional_verdict_says_where_sparse_training_hurts_and_what_moon_does():
+    frame = study_frame()
+    declared = declared_families(frame, ENDPOINTS)
+    assert regime_map.harmed_sizes(declared) == [2500, 5000]    # sparse ECE +2 / +1 points
+    text = regime_map.conditional_verdict(declared, frame)
+    assert text.startswith("Where sparse training hurts (n = 2,500 and 5,000 training images, "
+                           "where the sparse baselines fit 100.0-100.0% of their training images")
+    moon = declared[(declared.family == "moon") & (declared.metric == "id.ece")]
+    assert f"ECE by {regime_map._span(moon['mean_diff'])} ({int(moon['significant'].sum())} of 4 " \
+           "survive Holm)" in text
+    none = declared.assign(significant=False)
+    assert regime_map.conditional_verdict(none).startswith("In no training-set size")

@@ -233,10 +233,11 @@ def harmed_sizes(declared: "pd.DataFrame") -> list[int]:
         premise) else []
 
 
-def conditional_verdict(declared: "pd.DataFrame") -> str:
+def conditional_verdict(declared: "pd.DataFrame", frame: "pd.DataFrame | None" = None) -> str:
     """The regime study's verdict in one sentence, from its declared families: where sparse
-    training hurts (sizes, and by how much), what MOON does to each declared metric there (range of
-    the settings' mean differences in points, and how many survive Holm within their family)."""
+    training hurts (sizes, the sparse baselines' final training accuracy there when ``frame`` is
+    given, and by how much), what MOON does to each declared metric there (range of the settings'
+    mean differences in points, and how many survive Holm within their family)."""
     from moon.report.frame import metric_label
 
     harmed = harmed_sizes(declared)
@@ -253,8 +254,18 @@ def conditional_verdict(declared: "pd.DataFrame") -> str:
         kept = int(part["significant"].sum())
         parts.append(f"{metric_label(metric, short=True)} by {_span(part['mean_diff'])} "
                      f"({kept} of {len(part)} survive Holm)")
-    return (f"Where sparse training hurts (n = {_sizes(harmed)} training images: sparse − dense "
-            f"{hurt} points), MOON changes " + "; ".join(parts) + " points.")
+    fit = ""
+    if frame is not None and "train.accuracy" in frame.columns:
+        base = plain_baselines(frame)
+        cells = premise[["method", "density", "model"]].drop_duplicates()
+        runs = base[base["max_train_samples"].isin(harmed)].merge(cells, on=["method", "density",
+                                                                             "model"])
+        acc = 100 * numeric(runs, "train.accuracy").dropna()
+        if len(acc):
+            fit = (f", where the sparse baselines fit {acc.min():.1f}-{acc.max():.1f}% of their "
+                   "training images")
+    return (f"Where sparse training hurts (n = {_sizes(harmed)} training images{fit}; sparse − "
+            f"dense {hurt} points), MOON changes " + "; ".join(parts) + " points.")
 
 
 def pilot_markdown(decided: dict) -> str:
