@@ -334,3 +334,13 @@ def test_detector_heatmap_annotates_the_mean_auroc(frame, tmp_path):
     means = 100 * frame.groupby(["method", "density", "moon"])["ood.far.msp.auroc"].mean()
     assert texts == [f"{v:.0f}" for v in means]
     assert (tmp_path / "h.png").is_file()
+
+
+def test_id_table_prints_to_the_precision_it_carries():
+    from types import SimpleNamespace
+
+    from moon.report.tables import id_table
+
+    table = id_table(SimpleNamespace(id={"accuracy": 0.8751, "nll": 0.343094, "ece": 0.02489632}))
+    assert table["value"].tolist() == ["87.51", "0.343", "2.49"]
+    assert table["unit"].tolist() == ["%", "", "%"]

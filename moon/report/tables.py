@@ -125,8 +125,9 @@ def id_table(result) -> "pd.DataFrame":
     import pandas as pd
 
     rows = [{"metric": metric_label(f"id.{k}", short=True),
-             "value": result.id[k] * scale_of(k), "unit": "%" if is_percent(k) else ""}
-            for k in ID_METRICS if k in result.id]
+             "value": (f"{result.id[k] * 100:.2f}" if is_percent(k) else f"{result.id[k]:.3f}"),
+             "unit": "%" if is_percent(k) else ""}
+            for k in ID_METRICS if k in result.id]      # to the precision the test set carries
     return pd.DataFrame(rows).set_index("metric")
 
 
