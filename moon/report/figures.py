@@ -391,6 +391,9 @@ def detector_heatmap(frame: "pd.DataFrame", kinds=("near", "far"), detectors=Non
                        for key in table.index]
         sns.heatmap(table, ax=ax, annot=True, fmt=".0f", cmap="viridis", vmin=50, vmax=100,
                     cbar=ax is axes[-1], annot_kws={"fontsize": 6})
-        ax.set_title(f"{kind}-OOD AUROC (%)", fontsize=9)
+        blank = table.isna().any().any()
+        ax.set_title(f"{kind}-OOD AUROC (%), higher is better"
+                     + ("; blank: the detector scores the unknown class (MOON runs only)"
+                        if blank else ""), fontsize=9)
         ax.tick_params(labelsize=7)
     return save(fig, path)
