@@ -156,3 +156,19 @@ def test_the_conditional_verdict_says_where_sparse_training_hurts_and_what_moon_
            "survive Holm)" in text
     none = declared.assign(significant=False)
     assert regime_map.conditional_verdict(none).startswith("In no training-set size")
+
+
+def test_an_untestable_comparison_stays_in_its_family_and_is_marked():
+    """Holm runs over every declared comparison: one with a single run a side has no p-value,
+    counts as p = 1 (so it never shrinks the family) and is marked not testable, never 'no'."""
+    from moon.report.tables import families_table
+
+    frame = study_frame()
+    lone = (frame.method == "set") & (frame.max_train_samples == 5000) & (frame.seed > 0)
+    out = declared_families(frame[~lone], ENDPOINTS)
+    at = out[(out.family == "premise") & (out.max_train_samples == 5000)]
+    assert (~at[at.method == "set"]["testable"]).all() and at[at.method == "rigl"]["testable"].all()
+    raw = at["p_value"].fillna(1.0).to_numpy()
+    np.testing.assert_allclose(at[at.testable]["p_holm"], holm(raw)[at["testable"].to_numpy()])
+    table = families_table(out)
+    assert "not testable" in set(table["survives Holm"])

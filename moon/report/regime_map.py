@@ -252,8 +252,10 @@ def conditional_verdict(declared: "pd.DataFrame", frame: "pd.DataFrame | None" =
     parts = []
     for metric, part in moon.groupby("metric", sort=False):
         kept = int(part["significant"].sum())
+        untested = int((~part["testable"].astype(bool)).sum()) if "testable" in part else 0
         parts.append(f"{metric_label(metric, short=True)} by {_span(part['mean_diff'])} "
-                     f"({kept} of {len(part)} survive Holm)")
+                     f"({kept} of {len(part)} survive Holm"
+                     + (f"; {untested} not testable yet" if untested else "") + ")")
     fit = ""
     if frame is not None and "train.accuracy" in frame.columns:
         base = plain_baselines(frame)

@@ -234,8 +234,9 @@ def declared_families(frame: "pd.DataFrame", endpoints: Mapping[str, Any]) -> "p
     baseline paired by seed (:func:`paired_moon_frame`); on axis ``method`` it is the treated
     sparse baselines - the ``control`` method's baselines, unpaired (:func:`sparsity_effect_frame`).
     Holm's adjustment (:func:`moon.statistics.holm`) runs within each family at each ``by`` value,
-    as declared. Columns ``family, *by, model, method, density, metric, mean_diff, low, high, ...,
-    p_holm, significant``."""
+    as declared, over every declared comparison: one that cannot be tested yet (fewer than two
+    runs a side) counts as p = 1 and is marked ``testable`` False. Columns ``family, *by, model,
+    method, density, metric, mean_diff, low, high, ..., testable, p_holm, significant``."""
     import pandas as pd
 
     by, alpha = list(endpoints.get("by", [])), float(endpoints.get("alpha", 0.05))
@@ -258,10 +259,15 @@ def declared_families(frame: "pd.DataFrame", endpoints: Mapping[str, Any]) -> "p
             raise ValueError(f"family {name}: contrast {contrast} is not implemented (axis moon "
                              f"or method)")
         for _, part in long.groupby(by, sort=True) if by else [(None, long)]:
-            parts.append(part.assign(family=name, p_holm=holm(part["p_value"].to_numpy())))
+            # a comparison without a p-value (one run a side) stays in the family as p = 1, so
+            # the adjustment is over every declared comparison; it is marked not testable
+            raw = part["p_value"].to_numpy(dtype=float)
+            adjusted = holm(np.where(np.isfinite(raw), raw, 1.0))
+            parts.append(part.assign(family=name, testable=np.isfinite(raw),
+                                     p_holm=np.where(np.isfinite(raw), adjusted, np.nan)))
     if not parts:
         return pd.DataFrame(columns=["family", *by, "model", "method", "density", "metric",
-                                     *PAIRED_COLUMNS, "p_holm", "significant"])
+                                     *PAIRED_COLUMNS, "testable", "p_holm", "significant"])
     out = pd.concat(parts, ignore_index=True)
     out["significant"] = out["p_holm"] < alpha
     return out[["family", *[c for c in out.columns if c != "family"]]]

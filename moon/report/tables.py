@@ -212,7 +212,9 @@ def families_table(long: "pd.DataFrame") -> "pd.DataFrame":
                      "detectable (80% power)": "" if math.isnan(r["mde"]) else
                      f"±{r['mde'] * scale:.{decimals_of(scale)}f}",
                      "p": p_text(r["p_value"]), "p (Holm)": p_text(r["p_holm"]),
-                     "survives Holm": "yes" if r["significant"] else "no", "runs or pairs": r["n"]})
+                     "survives Holm": ("not testable" if not r.get("testable", True) else
+                                       "yes" if r["significant"] else "no"),
+                     "runs or pairs": r["n"]})
     index = ["family", "n", "setting", "metric"]
     columns = ["difference [95%]", "detectable (80% power)", "p", "p (Holm)", "survives Holm",
                "runs or pairs"]
