@@ -119,8 +119,7 @@ def density_panels(frame: "pd.DataFrame", metrics=PRIMARY_METRICS,
                for method in METHOD_ORDER if method != "dense" and (part["method"] == method).any()]
     if not metrics or not columns:
         raise ValueError("density_panels needs sparse runs and at least one metric column")
-    fig, axes = panel_grid(len(metrics) * len(columns), 2.7, 2.4, ncols=len(columns),
-                           sharey="row")
+    fig, axes = panel_grid(len(metrics) * len(columns), 2.7, 2.4, ncols=len(columns))
     axes = np.asarray(axes).reshape(len(metrics), len(columns))
     for r, metric in enumerate(metrics):
         scale = scale_of(metric)
@@ -142,14 +141,16 @@ def density_panels(frame: "pd.DataFrame", metrics=PRIMARY_METRICS,
                 ax.errorbar(cell["density"], scale * cell["mean"], yerr=err, capsize=2,
                             color=method_color(method), ls=LINESTYLES[label],
                             marker=MARKERS[label], ms=4, label=label)
-            density_axis(ax, part["density"])
+            # the method's own densities only (dense is the grey line): no empty stretch of axis
+            own = sorted(set(part.loc[part["method"] == method, "density"].astype(float)))
+            density_axis(ax, own)
+            ax.set_xlim(min(own) / 1.6, max(own) * 1.6)
+            ax.set_xlabel("density (log)" if r == len(metrics) - 1 else "", fontsize=8)
             if scale == 100 and ax.get_ylim()[1] > 100:     # a percent never exceeds 100
                 ax.set_ylim(top=100)
             if r == 0:
                 ax.set_title(f"{model_name(model) + ': ' if model else ''}{method_name(method)}",
                              fontsize=9)
-            if r < len(metrics) - 1:
-                ax.set_xlabel("")
             ax.set_ylabel(metric_label(metric) if c == 0 else "", fontsize=8)
     axes[0, 0].legend(fontsize=7, loc="best", title="grey: dense", title_fontsize=7)
     return save(fig, path)
