@@ -27,3 +27,8 @@ class CorruptFile(MoonError):
 
 class NotWritable(MoonError):
     """The output folder cannot be created or written."""
+
+
+class OutputExists(MoonError):
+    """A command's output path names a file that is there already, or one of a run's own records
+    (its result, model, checkpoint or notebook), which no command writes over."""

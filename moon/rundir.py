@@ -11,6 +11,8 @@
 * :func:`remove_stale_temporaries`: only the temporaries of dead processes are removed (the writer's
   PID is in every temporary file's name).
 * :func:`load_checkpoint`: ``torch.load(weights_only=True)`` whose failure is one actionable line.
+* :func:`check_output_file`: a file a command other than the run is about to write (an export) is
+  never one of a run's records, and never an existing file unless the user says ``--force``.
 
 Why hand-written: the ``filelock`` package offers locks but neither the holder's PID nor a hand-over
 to a child process; ``fcntl.flock`` is released by the kernel when its holder dies, even by SIGKILL,
@@ -31,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from moon.errors import CorruptFile, FolderInUse, FolderLocked, NotWritable
+from moon.errors import CorruptFile, FolderInUse, FolderLocked, NotWritable, OutputExists
 
 try:                                     # POSIX; elsewhere folders are not locked
     import fcntl
@@ -45,6 +47,10 @@ TOKEN_ENV = "MOON_LOCK_TOKEN"
 # The files a run writes: what ``overwrite`` removes before it starts.
 RUN_FILES = ("result.json", "result.failed.json", "model.pt", "checkpoint.pt", "model.csr.pt",
              "model.dense.pt")
+# What a run folder keeps as its record: a folder holding one of these is a run folder, and no
+# other command writes a file of these names there, not even with --force.
+RUN_RECORDS = ("result.json", "result.failed.json", "model.pt", "checkpoint.pt", "ood_eval.ipynb",
+               "ood_eval.failed.ipynb", LOCK_FILE)
 _TEMP_PID = re.compile(r"^\..+\.pid(\d+)\..*\.tmp$")
 
 
@@ -146,6 +152,31 @@ def ensure_writable(folder: Path) -> None:
         reason = err.strerror or type(err).__name__
         raise NotWritable(f"cannot write to {folder} ({reason}); choose a folder you can write "
                           f"(--out DIR / -p out_dir DIR)") from None
+
+
+def is_run_folder(folder: str | os.PathLike) -> bool:
+    """Whether ``folder`` holds what a run writes (its result, model, checkpoint or lock)."""
+    return any((Path(folder) / name).exists() for name in RUN_RECORDS)
+
+
+def check_output_file(path: str | os.PathLike, force: bool = False) -> Path:
+    """``path``, once it is safe for a command to write a file there; call it before any work.
+
+    A run's records (:data:`RUN_RECORDS` inside a run folder, symbolic links followed) are never
+    written over: an export named ``RUN/result.json`` would destroy the result it came from. Any
+    other existing file is replaced only with ``force`` (``--force``): a typo in ``--out`` must not
+    cost a file the user kept."""
+    path = Path(path)
+    if path.is_dir():
+        raise NotWritable(f"{path} is a folder; --out names the file to write, not a folder")
+    real = path.resolve()
+    if real.name in RUN_RECORDS and is_run_folder(real.parent):
+        raise OutputExists(f"{path} is the run's own {real.name} (in {real.parent}); no command "
+                           f"writes over a run's records, not even with --force: choose another file")
+    if os.path.lexists(path) and not force:
+        raise OutputExists(f"{path} exists; pass --force to replace it, or write elsewhere "
+                           f"(--out PATH)")
+    return path
 
 
 class StudyLock:

@@ -5,7 +5,10 @@ Placeholders in argv: ``{tmp}`` is the test's folder, ``{file}`` an existing pla
 ``{other}`` a folder holding a complete result of another configuration, ``{ckpt_zero}`` /
 ``{ckpt_trunc}`` / ``{ckpt_random}`` / ``{ckpt_other}`` folders whose checkpoint is empty, truncated,
 random bytes or another configuration's, ``{corrupt}`` a folder whose result.json is not JSON,
-``{badstudy}`` / ``{badvariant}`` study files with an unknown axis or an undefined variant value.
+``{badstudy}`` / ``{badvariant}`` study files with an unknown axis or an undefined variant value,
+``{run}`` a finished run folder (result.json, model.pt and an earlier export model.csr.pt),
+``{link}`` a symbolic link to ``{run}/result.json``, ``{notbench}`` a folder holding a
+benchmark.json that ``moon benchmark`` did not write.
 """
 
 from __future__ import annotations
@@ -82,6 +85,17 @@ CASES = [
     (["sweep", "ablation", "lr=0.1", "lr=0.2"], "lr is given twice"),
     (["sweep", "ablation", "--out", "{file}"], "exists and is not a folder"),
     (["reproduce", "{tmp}/missing"], "does not exist"),
+    # --- output files: never a run's own files, never an existing file without --force ----------
+    (["export", "{run}", "--out", "{run}/result.json"], "is the run's own result.json"),
+    (["export", "{run}", "--out", "{run}/model.pt", "--force"], "is the run's own model.pt"),
+    (["export", "{run}", "--out", "{run}/checkpoint.pt"], "is the run's own checkpoint.pt"),
+    (["export", "{run}", "--out", "{other}/result.json", "--force"], "is the run's own result.json"),
+    (["export", "{run}", "--out", "{link}", "--force"], "is the run's own result.json"),
+    (["export", "{run}"], "model.csr.pt exists; pass --force"),
+    (["export", "{run}", "--out", "{file}"], "plain.txt exists; pass --force"),
+    (["export", "{run}", "--out", "{tmp}"], "is a folder"),
+    (["benchmark", "--out", "{file}"], "exists and is not a folder"),
+    (["benchmark", "--out", "{notbench}"], "benchmark.json exists"),
     (["data", "imagenet"], "unknown dataset 'imagenet'"),
 ]
 # argparse's own refusals (exit 2, usage line)
@@ -95,6 +109,18 @@ USAGE_CASES = [
 def _other_result(folder, **config) -> None:
     cfg = RunConfig(**config)
     save_result(RunResult(config=cfg.to_dict(), status="complete", id={"accuracy": 0.9}), folder)
+
+
+def _finished_run(folder) -> None:
+    """A run folder as a finished run leaves it (without training): result, model, an export."""
+    import torch
+
+    from moon.models import model_for
+
+    cfg = RunConfig(model="mlp", method="static", density=0.2, device="cpu")
+    save_result(RunResult(config=cfg.to_dict(), status="complete", id={"accuracy": 0.9}), folder)
+    torch.save({"config": cfg.to_dict(), "model": model_for(cfg).state_dict()}, folder / "model.pt")
+    (folder / "model.csr.pt").write_bytes(b"an earlier export\n")
 
 
 @pytest.fixture
@@ -116,7 +142,12 @@ def places(tmp_path, fake_data):
     (tmp_path / "bad.yaml").write_text("grid:\n  - {colour: [red]}\n")
     (tmp_path / "badvariant.yaml").write_text(
         "variants:\n  moon: {'on': {unknown_class: true}}\ngrid:\n  - {moon: ['on', maybe]}\n")
-    return {"tmp": str(tmp_path), "file": str(tmp_path / "plain.txt"),
+    _finished_run(tmp_path / "run")
+    (tmp_path / "link").symlink_to(tmp_path / "run" / "result.json")
+    (tmp_path / "notbench").mkdir()
+    (tmp_path / "notbench" / "benchmark.json").write_text('{"mine": "not a moon benchmark"}\n')
+    return {"run": str(tmp_path / "run"), "link": str(tmp_path / "link"),
+            "notbench": str(tmp_path / "notbench"),"tmp": str(tmp_path), "file": str(tmp_path / "plain.txt"),
             "other": str(tmp_path / "other"), "corrupt": str(tmp_path / "corrupt"),
             "badstudy": str(tmp_path / "bad.yaml"), "badvariant": str(tmp_path / "badvariant.yaml"),
             **{k: str(tmp_path / k) for k in ("ckpt_zero", "ckpt_trunc", "ckpt_random", "ckpt_other")}}
@@ -174,3 +205,20 @@ def test_every_message_names_the_folder_and_the_way_out(places, capsys, no_compu
     assert "--out DIR" in err and "overwrite=true" in err
     kept = json.loads(open(os.path.join(places["other"], "result.json")).read())
     assert kept["status"] == "complete" and kept["config"]["lr"] == 0.04
+
+
+def test_benchmark_redraws_its_own_files_and_others_need_force(tmp_path):
+    from moon.errors import OutputExists
+
+    ours = tmp_path / "ours"
+    ours.mkdir()
+    (ours / "benchmark.json").write_text(json.dumps(
+        {"dataset": "fashion_mnist", "seed": 0, "generated_at": "t", "rows": []}))
+    (ours / "benchmark_grid.png").write_bytes(b"png")
+    cli._check_benchmark_out(ours, force=False)                 # make benchmark, every build
+    cli._check_benchmark_out(tmp_path / "new", force=False)     # nothing there yet
+    (tmp_path / "png").mkdir()
+    (tmp_path / "png" / "benchmark_grid.png").write_bytes(b"someone's figure")
+    with pytest.raises(OutputExists, match="benchmark_grid.png exists; pass --force"):
+        cli._check_benchmark_out(tmp_path / "png", force=False)
+    cli._check_benchmark_out(tmp_path / "png", force=True)
