@@ -32,3 +32,8 @@ class NotWritable(MoonError):
 class OutputExists(MoonError):
     """A command's output path names a file that is there already, or one of a run's own records
     (its result, model, checkpoint or notebook), which no command writes over."""
+
+
+class BadStudy(MoonError, ValueError):
+    """A study file (or a study built in Python) is malformed: an unknown key, a wrong shape, a
+    name that would leave the output folder. A ``ValueError`` too, as config mistakes are."""

@@ -39,6 +39,13 @@ def test_shipped_studies_load_and_expand():
         assert len(study.cells("smoke")) < len(study.cells())
 
 
+def test_every_shipped_study_file_loads():
+    from moon.study import STUDIES
+
+    files = sorted(STUDIES.glob("*.yaml"))
+    assert files and all(load_study(path).grid for path in files)
+
+
 def test_bad_study_names_and_axes():
     with pytest.raises(FileNotFoundError, match="sweep"):
         load_study("nope")
