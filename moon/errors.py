@@ -21,6 +21,11 @@ class FolderLocked(MoonError):
     """Another live process is writing the output folder."""
 
 
+class LockLost(FolderLocked):
+    """A writer's folder lock is no longer its own (the lock file was deleted or replaced, or the
+    parent that handed it down is gone), so it stopped before writing."""
+
+
 class CorruptFile(MoonError):
     """A result, checkpoint or model file exists but cannot be read."""
 

@@ -15,7 +15,7 @@ from moon.data import load_id
 from moon.evaluate import evaluate
 from moon.masking import maskable_parameters
 from moon.config import differing_fields
-from moon.errors import FolderInUse
+from moon.errors import FolderInUse, LockLost
 from moon.results import FAILED_FILE, RunResult, atomic_torch_save, now_iso, provenance, save_result
 from moon.rundir import (
     FolderLock,
@@ -82,6 +82,9 @@ def _attempt(cfg: RunConfig, out: Path | None, raise_on_failure: bool, progress:
     try:
         _train_and_evaluate(cfg, device, out, result, progress)
         result.status = "complete"
+    except LockLost:          # the folder is no longer this run's: nothing is written there
+        result.status = "running"
+        raise
     except Exception as err:  # recorded in the result file, then re-raised
         result.status, result.error = "failed", f"{type(err).__name__}: {err}"
         if not raise_on_failure:

@@ -28,8 +28,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from moon.config import RunConfig, differing_fields, field_names, from_params
 from moon.errors import BadStudy, FolderInUse, FolderLocked
 from moon.rundir import StudyLock
@@ -311,6 +309,7 @@ def _run_notebook(cfg: RunConfig, out: Path) -> tuple[str, str | None]:
     import papermill as pm
 
     from moon.results import FAILED_FILE, RESULT_FILE, load_result
+    from moon.rundir import check_lock
 
     final = out / NOTEBOOK
     if final.exists() and _finished(out, cfg):
@@ -322,8 +321,10 @@ def _run_notebook(cfg: RunConfig, out: Path) -> tuple[str, str | None]:
         pm.execute_notebook(TEMPLATE, partial, parameters=params, progress_bar=False,
                             kernel_name="python3", cwd=str(TEMPLATE.parent.parent))
     except pm.PapermillExecutionError as err:
+        check_lock(out)
         os.replace(partial, out / "ood_eval.failed.ipynb")
         return "failed", f"{err.ename}: {err.evalue}"
+    check_lock(out)                     # the cell is still this worker's before its notebook lands
     os.replace(partial, final)
     failed = out / FAILED_FILE
     result = load_result(failed if failed.exists() and not (out / RESULT_FILE).exists() else out)

@@ -170,6 +170,76 @@ def test_lock_is_handed_to_a_child_by_token(tmp_path, monkeypatch):
             FolderLock(tmp_path).acquire()
 
 
+def _result():
+    from moon.results import RunResult
+    return RunResult(config=tiny().to_dict(), status="complete")
+
+
+def test_a_deleted_lock_stops_the_writer_before_it_writes(tmp_path):
+    from moon.results import save_result
+    with FolderLock(tmp_path):
+        (tmp_path / ".moon.lock").unlink()
+        with pytest.raises(FolderLocked, match="lock file .* was removed"):
+            save_result(_result(), tmp_path)
+    assert not (tmp_path / "result.json").exists()
+
+
+def test_a_lock_taken_after_its_file_was_deleted_stops_the_first_writer(tmp_path):
+    from moon.results import atomic_torch_save
+    with FolderLock(tmp_path):
+        (tmp_path / ".moon.lock").unlink()
+        child = _hold(str(tmp_path))                   # a second run, started meanwhile
+        try:
+            with pytest.raises(FolderLocked, match=f"PID {child.pid}"):
+                atomic_torch_save({"epoch": 1}, tmp_path / "checkpoint.pt")
+        finally:
+            child.kill()
+            child.wait()
+    assert not (tmp_path / "checkpoint.pt").exists()
+
+
+def test_a_run_whose_lock_is_deleted_records_nothing(tiny_fashion, tmp_path, monkeypatch):
+    real_fit = Trainer.fit
+
+    def fit_after_deleting_the_lock(self):
+        (tmp_path / ".moon.lock").unlink()
+        return real_fit(self)
+    monkeypatch.setattr(Trainer, "fit", fit_after_deleting_the_lock)
+    with pytest.raises(FolderLocked, match="was removed"):
+        moon.run(tiny(), tmp_path, raise_on_failure=False, progress=False)
+    assert not [p.name for p in tmp_path.iterdir() if not p.name.startswith(".moon.lock")]
+
+
+def test_a_copied_token_does_not_hand_over_the_lock(tiny_fashion, tmp_path, monkeypatch):
+    child = _hold(str(tmp_path / "run"))
+    try:
+        token = json.loads((tmp_path / "run" / ".moon.lock").read_text())["token"]
+        monkeypatch.setenv("MOON_LOCK_TOKEN", token)     # copied from the holder's environment
+        _no_training(monkeypatch)
+        with pytest.raises(FolderLocked, match="not this process's parent"):
+            FolderLock(tmp_path / "run").acquire()
+        with pytest.raises(FolderLocked, match=f"PID {child.pid}"):
+            moon.run(tiny(), tmp_path / "run")
+    finally:
+        child.kill()
+        child.wait()
+    assert not (tmp_path / "run" / "result.json").exists()
+
+
+def test_a_child_given_the_token_writes_under_its_parents_lock(tmp_path):
+    """The study worker's path: it locks the cell and starts a kernel with the token."""
+    code = ("import sys; from moon.results import RunResult, save_result; "
+            "from moon.rundir import FolderLock; lock = FolderLock(sys.argv[1]).acquire(); "
+            "assert lock.inherited; "
+            "save_result(RunResult(config={}, status='complete'), sys.argv[1])")
+    with FolderLock(tmp_path) as lock:
+        env = {**os.environ, "MOON_LOCK_TOKEN": lock.token}
+        done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], env=env,
+                              capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert load_result(tmp_path).status == "complete"
+
+
 def test_sweep_of_other_settings_is_refused_while_one_runs(tiny_fashion, tmp_path, monkeypatch):
     child = _hold(str(tmp_path), "study", signature="f" * 12)
     try:
