@@ -12,7 +12,7 @@ from torch import nn
 from moon.config import RunConfig
 from moon.cost import peak_memory, training_flops_per_image
 from moon.data import load_id
-from moon.evaluate import evaluate
+from moon.evaluate import capped, evaluate
 from moon.masking import maskable_parameters
 from moon.config import differing_fields
 from moon.errors import FolderInUse, LockLost
@@ -25,7 +25,7 @@ from moon.rundir import (
     refuse_other,
     remove_stale_temporaries,
 )
-from moon.train import CHECKPOINT, Trainer, check_learned, resolve_device
+from moon.train import CHECKPOINT, Trainer, check_learned, check_scores, resolve_device
 
 log = logging.getLogger(__name__)
 MODEL_FILE = "model.pt"
@@ -163,8 +163,10 @@ def _train_and_evaluate(cfg: RunConfig, device: torch.device, out: Path | None,
     result.extra["topology_updates"] = trainer.topology_updates
     result.extra["alpha0"] = trainer.criterion.alpha0
     result.extra["alpha_final_epoch"] = trainer.criterion.alpha
-    check_learned(result.id["accuracy"], data.num_classes,
-                  min(len(data.test_y), cfg.max_eval_samples or len(data.test_y)))
+    check_scores(result.ood, evaluation["constant_scores"], cfg.detector_list)
+    labels = capped(data.test_y, None, cfg.max_eval_samples)[0]
+    check_learned(result.id["accuracy"], data.num_classes, len(labels),
+                  majority=float(torch.bincount(labels).max()) / max(len(labels), 1))
     del result.extra["stage"]
     if out is not None:
         atomic_torch_save({"config": cfg.to_dict(), "model": model.state_dict()}, out / MODEL_FILE)

@@ -294,12 +294,65 @@ def test_a_loss_that_explodes_but_stays_finite_stops_the_run(tiny_fashion):
         trainer._check_explosion(2, 1e33)
 
 
-def test_chance_accuracy_is_refused():
+def test_a_huge_learning_rate_run_is_recorded_failed_with_its_reason(tiny_fashion, tmp_path):
+    """lr=20 on LeNet-5: epoch 1's loss is 4e27, epoch 2's finite again at chance accuracy. The
+    relative test (100x epoch 1) cannot see it; it used to end "complete"."""
+    result = moon.run(tiny(model="lenet5", lr=20.0, epochs=2), tmp_path, raise_on_failure=False,
+                      progress=False)
+    assert result.status == "failed" and "loss exploded" in result.error
+    saved = load_result(tmp_path)
+    assert saved.status == "failed" and saved.error == result.error and not saved.ood
+
+
+def test_a_loss_far_above_chance_level_stops_the_first_epoch(tiny_fashion):
+    from moon.train import TrainingDiverged
+    trainer = Trainer(tiny(), tiny_fashion, __import__("torch").device("cpu"))
+    trainer._check_explosion(1, 50.0)                      # bad, but a model can get there
+    with pytest.raises(TrainingDiverged, match=r"over 1000 x log\(10\)"):
+        trainer._check_explosion(1, 1e5)                   # no earlier epoch to compare with
+    with pytest.raises(TrainingDiverged, match="not finite"):
+        trainer._check_explosion(1, float("nan"))
+
+
+@pytest.mark.parametrize("accuracy, n, majority", [
+    (0.105, 10000, None), (0.1, 500, None), (0.1, 40, None), (0.175, 40, None),
+    (0.139, 512, 0.139),                   # a constant guess of the commonest class
+])
+def test_chance_accuracy_is_refused_at_any_evaluation_size(accuracy, n, majority):
     from moon.train import TrainingDiverged, check_learned
     with pytest.raises(TrainingDiverged, match="chance accuracy"):
-        check_learned(0.105, 10, 10000)
-    check_learned(0.2, 10, 10000)
-    check_learned(0.1, 10, 500)          # a small evaluation set: not checked
+        check_learned(accuracy, 10, n, majority)
+
+
+@pytest.mark.parametrize("accuracy, n", [(0.2, 10000), (0.3, 100), (0.5, 40), (1.0, 5)])
+def test_accuracy_clearly_above_chance_passes(accuracy, n):
+    from moon.train import check_learned
+    check_learned(accuracy, 10, n)
+
+
+def test_a_run_that_ends_at_chance_is_recorded_failed(tiny_fashion, chance_check, tmp_path):
+    """One epoch of a static MLP at density 0.2 on 640 images ends at 14.5% of 200 test images:
+    not above chance (p = 0.03), which the old test, needing 1,000 images, never looked at."""
+    result = moon.run(tiny(), tmp_path, raise_on_failure=False, progress=False)
+    assert result.status == "failed" and "chance accuracy (14.5% on 200" in result.error
+    assert load_result(tmp_path).status == "failed"
+    learned = moon.run(tiny(lr_warmup_epochs=0.0, epochs=3), tmp_path / "3", progress=False)
+    assert learned.status == "complete" and learned.id["accuracy"] > 0.3
+
+
+def test_a_model_with_constant_outputs_is_not_complete(tiny_fashion, tmp_path, monkeypatch):
+    """Every score the same on every image: each AUROC is exactly 0.5."""
+    import torch
+
+    def collapsed(self):
+        with torch.no_grad():
+            for p in self.model.parameters():
+                p.zero_()
+        return self.model
+    monkeypatch.setattr(Trainer, "final_model", collapsed)
+    result = moon.run(tiny(), tmp_path, raise_on_failure=False, progress=False)
+    assert result.status == "failed" and "the same score" in result.error
+    assert load_result(tmp_path).status == "failed"
 
 
 def test_failed_download_leaves_no_empty_folders(no_data, monkeypatch):
