@@ -3,14 +3,16 @@
 * ``python -m moon run [--preset NAME] [--out DIR] key=value ...``: train and evaluate one RunConfig,
   writing ``DIR/result.json``.
 * ``python -m moon data NAME [--download | --no-download]``: locate (or fetch) a dataset.
-* ``python -m moon benchmark --out DIR``: the benchmark page's table and image grid, from the data.
+* ``python -m moon benchmark --out DIR [--force]``: the benchmark page's table and image grid, from
+  the data (files of an earlier ``moon benchmark`` there are replaced; anything else needs --force).
 * ``python -m moon sweep STUDY [--preset NAME] [--out DIR] [key=value ...]``: every cell of
   ``studies/STUDY.yaml`` not yet complete, written under ``DIR/<cell>/result.json``.
 * ``python -m moon reproduce DIR [--cells N] [--tolerance T]``: train N of the runs in ``DIR``
   again and compare their metrics with the committed ones.
-* ``python -m moon export RUN_DIR [--format csr|dense] [--out PATH]``: write a run's evaluated model
-  with its masked weights in sparse CSR (default ``RUN_DIR/model.csr.pt``) for
-  ``moon.sparse.load_exported``, and print its size beside ``model.pt``'s.
+* ``python -m moon export RUN_DIR [--format csr|dense] [--out PATH] [--force]``: write a run's
+  evaluated model with its masked weights in sparse CSR (default ``RUN_DIR/model.csr.pt``) for
+  ``moon.sparse.load_exported``, and print its size beside ``model.pt``'s. An existing file is
+  replaced only with ``--force``; a run's result, model or checkpoint never.
 """
 
 from __future__ import annotations
@@ -62,9 +64,39 @@ def _cmd_data(args: argparse.Namespace) -> int:
 def _cmd_benchmark(args: argparse.Namespace) -> int:
     from moon.report.benchmark import write_benchmark
 
+    _check_benchmark_out(Path(args.out), args.force)
     write_benchmark(args.out, dataset=args.dataset, seed=args.seed)
     print(f"wrote {args.out}/benchmark.json and {args.out}/benchmark_grid.png")
     return 0
+
+
+BENCHMARK_FILES = ("benchmark.json", "benchmark_grid.png")
+
+
+def _check_benchmark_out(out: Path, force: bool) -> None:
+    """Refuse, before any work, a folder whose benchmark file names hold files another program
+    wrote. The files of an earlier ``moon benchmark`` are its own to redraw (``make benchmark`` does
+    that on every build), so only foreign files need ``--force``."""
+    from moon.errors import NotWritable
+    from moon.rundir import check_output_file
+
+    if out.exists() and not out.is_dir():
+        raise NotWritable(f"{out} exists and is not a folder; choose another output folder")
+    if force or _earlier_benchmark(out / BENCHMARK_FILES[0]):
+        return
+    for name in BENCHMARK_FILES:
+        check_output_file(out / name)
+
+
+def _earlier_benchmark(path: Path) -> bool:
+    """Whether ``path`` is a ``benchmark.json`` that ``moon benchmark`` wrote (its keys)."""
+    import json
+
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(saved, dict) and {"dataset", "seed", "generated_at", "rows"} <= set(saved)
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
@@ -113,7 +145,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> int:
     from moon.sparse import export
 
-    print(export(args.run_dir, fmt=args.format, out=args.out).summary())
+    print(export(args.run_dir, fmt=args.format, out=args.out, force=args.force).summary())
     return 0
 
 
@@ -152,6 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--out", default="book/results/benchmark")
     bench.add_argument("--dataset", default="fashion_mnist")
     bench.add_argument("--seed", type=int, default=0)
+    bench.add_argument("--force", action="store_true",
+                       help="replace benchmark.json / benchmark_grid.png that another program wrote")
     bench.set_defaults(func=_cmd_benchmark)
 
     sweep = sub.add_parser("sweep", help="run a study's grid (resumable)")
@@ -180,6 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--format", choices=("csr", "dense"), default="csr",
                      help="csr: sparse where smaller (default); dense: the masked dense reference")
     exp.add_argument("--out", default=None, help="file to write (default RUN_DIR/model.FORMAT.pt)")
+    exp.add_argument("--force", action="store_true",
+                     help="replace an existing file at --out (never a run's result, model or checkpoint)")
     exp.set_defaults(func=_cmd_export)
     return parser
 

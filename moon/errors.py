@@ -21,9 +21,24 @@ class FolderLocked(MoonError):
     """Another live process is writing the output folder."""
 
 
+class LockLost(FolderLocked):
+    """A writer's folder lock is no longer its own (the lock file was deleted or replaced, or the
+    parent that handed it down is gone), so it stopped before writing."""
+
+
 class CorruptFile(MoonError):
     """A result, checkpoint or model file exists but cannot be read."""
 
 
 class NotWritable(MoonError):
     """The output folder cannot be created or written."""
+
+
+class OutputExists(MoonError):
+    """A command's output path names a file that is there already, or one of a run's own records
+    (its result, model, checkpoint or notebook), which no command writes over."""
+
+
+class BadStudy(MoonError, ValueError):
+    """A study file (or a study built in Python) is malformed: an unknown key, a wrong shape, a
+    name that would leave the output folder. A ``ValueError`` too, as config mistakes are."""

@@ -80,12 +80,13 @@ def fit_detectors(model: nn.Module, data: IDData, cfg: RunConfig, device,
 
 
 def evaluate(model: nn.Module, data: IDData, cfg: RunConfig, device: torch.device) -> dict[str, Any]:
-    """``{"id", "ood", "ood_summary", "ood_sources", "curves", "dice_sweep", "unknown_mass",
-    "seconds"}`` for the model the run reports; ``ood_summary`` is :func:`group_means`,
+    """``{"id", "ood", "ood_summary", "ood_sources", "constant_scores", "curves", "dice_sweep",
+    "unknown_mass", "seconds"}`` for the model the run reports; ``ood_summary`` is :func:`group_means`,
     ``ood_sources`` maps every OOD set to where its images came from
     (:func:`moon.ood.sets.ood_source`). ``dice_sweep`` is ``{set: {p: AUROC}}`` of DICE at every
     :data:`DICE_SWEEP` percentile; ``unknown_mass`` is ``{"id_test" | set: mean p(unknown)}``
-    (None without the unknown class). ``id`` adds ``ece_released`` (:func:`moon.metrics.released_ece`)
+    (None without the unknown class); ``constant_scores`` the detectors that gave every ID and OOD
+    image the same score (a collapsed model). ``id`` adds ``ece_released`` (:func:`moon.metrics.released_ece`)
     to the ECE over the K known classes."""
     start = time.perf_counter()
     x, y = capped(data.test_x, data.test_y, cfg.max_eval_samples)
@@ -125,10 +126,17 @@ def evaluate(model: nn.Module, data: IDData, cfg: RunConfig, device: torch.devic
                       ts_brier=scaled.brier, ece_released=released_ece(test.logits, test.labels))
     if "dice" in detectors:
         id_metrics["dice_kept_fraction"] = detectors["dice"].kept_fraction
+    constant = [d for d in detectors if _constant(id_scores[d], *(ood_scores[s][d] for s in ood))]
     return {"id": id_metrics, "ood": ood, "ood_summary": group_means(ood), "ood_sources": sources,
-            "curves": curves, "dice_sweep": dice_sweep,
+            "constant_scores": constant, "curves": curves, "dice_sweep": dice_sweep,
             "unknown_mass": mass if mass["id_test"] is not None else None,
             "seconds": time.perf_counter() - start}
+
+
+def _constant(*scores: torch.Tensor) -> bool:
+    """Whether every value of every tensor in ``scores`` is the same."""
+    values = torch.cat([s.reshape(-1) for s in scores])
+    return bool(len(values) == 0 or (values == values[0]).all())
 
 
 def dice_at_sweep(dice: DICE | None) -> dict[str, DICE]:

@@ -4,7 +4,8 @@ Every run writes one ``result.json`` (design.md, section 3). Book numbers come o
 so writes are atomic: the JSON goes to a temporary file in the destination folder, is flushed and
 ``fsync``-ed, then ``os.replace``-d over the target. A reader sees the old file or the new one, never a
 half-written one, and a failed write leaves no temporary file behind. Checkpoints use the same
-pattern (:func:`atomic_torch_save`).
+pattern (:func:`atomic_torch_save`). Just before the rename, a folder this process locked is checked
+to be still locked by it (:func:`moon.rundir.check_lock`), so no writer can forget the check.
 
 JSON has no NaN or infinity: a sanitising pass turns non-finite floats into ``null`` and numpy/torch
 scalars into Python numbers before writing (``allow_nan=False`` then guarantees valid JSON).
@@ -31,7 +32,7 @@ from typing import IO, Any, Iterator, Mapping
 
 import numpy as np
 
-from moon.rundir import remove_stale_temporaries, temp_prefix  # noqa: F401  (re-exported)
+from moon.rundir import check_lock, remove_stale_temporaries, temp_prefix  # noqa: F401
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +136,7 @@ def _atomic_file(path: str | os.PathLike) -> Iterator[IO[bytes]]:
             tmp.flush()
             os.fsync(tmp.fileno())
         os.chmod(tmp.name, 0o666 & ~_umask())   # temp files are private; results are not
+        check_lock(path.parent)                 # the folder is still this writer's (design.md 8)
         os.replace(tmp.name, path)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -1,9 +1,7 @@
 """Run folders that protect what they hold (design.md, section 8).
 
-* :class:`FolderLock`: an ``fcntl`` lock on ``<folder>/.moon.lock``, held for a run's life. A second
-  writer fails at once with :class:`~moon.errors.FolderLocked`, naming the holder's PID. A study
-  worker that locks a cell for a notebook kernel (another process) hands it the lock's token through
-  ``$MOON_LOCK_TOKEN``, so the kernel's run proceeds under its parent's lock.
+* Locks (:mod:`moon.locks`, re-exported here): :class:`FolderLock` holds a run folder for a run's
+  life and is checked again before every write; :class:`StudyLock` marks a study's folder.
 * :func:`inspect_folder`: what a folder holds (nothing, a complete result of this configuration,
   of another one, a corrupt file), so a run decides *before any compute* whether it may write there.
   A folder holding a complete result of another configuration is never written unless the user asks
@@ -11,192 +9,68 @@
 * :func:`remove_stale_temporaries`: only the temporaries of dead processes are removed (the writer's
   PID is in every temporary file's name).
 * :func:`load_checkpoint`: ``torch.load(weights_only=True)`` whose failure is one actionable line.
-
-Why hand-written: the ``filelock`` package offers locks but neither the holder's PID nor a hand-over
-to a child process; ``fcntl.flock`` is released by the kernel when its holder dies, even by SIGKILL,
-so a stale lock can never block a folder.
+* :func:`check_output_file`: a file a command other than the run is about to write (an export) is
+  never one of a run's records, and never an existing file unless the user says ``--force``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import re
-import secrets
 import shutil
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from moon.errors import CorruptFile, FolderInUse, FolderLocked, NotWritable
-
-try:                                     # POSIX; elsewhere folders are not locked
-    import fcntl
-except ImportError:                      # pragma: no cover
-    fcntl = None
+from moon.errors import CorruptFile, FolderInUse, NotWritable, OutputExists
+from moon.locks import (  # noqa: F401  (re-exported: the run folder's guards live here)
+    LOCK_FILE,
+    TOKEN_ENV,
+    FolderLock,
+    StudyLock,
+    check_lock,
+    ensure_writable,
+    lock_holder,
+    pid_alive,
+)
 
 log = logging.getLogger(__name__)
 
-LOCK_FILE = ".moon.lock"
-TOKEN_ENV = "MOON_LOCK_TOKEN"
 # The files a run writes: what ``overwrite`` removes before it starts.
 RUN_FILES = ("result.json", "result.failed.json", "model.pt", "checkpoint.pt", "model.csr.pt",
              "model.dense.pt")
+# What a run folder keeps as its record: a folder holding one of these is a run folder, and no
+# other command writes a file of these names there, not even with --force.
+RUN_RECORDS = ("result.json", "result.failed.json", "model.pt", "checkpoint.pt", "ood_eval.ipynb",
+               "ood_eval.failed.ipynb", LOCK_FILE)
 _TEMP_PID = re.compile(r"^\..+\.pid(\d+)\..*\.tmp$")
 
 
-# --------------------------------------------------------------------------------------------------
-# Locks
-# --------------------------------------------------------------------------------------------------
-class FolderLock:
-    """Exclusive lock on one folder for as long as the ``with`` block (or until :meth:`release`).
-
-    ``shared_token``: when the lock is held by a process that handed this token down (the study
-    worker that started this notebook kernel), proceed without locking again.
-    """
-
-    def __init__(self, folder: str | os.PathLike, shared_token: str | None = None):
-        self.folder = Path(folder)
-        self.path = self.folder / LOCK_FILE
-        self.token = secrets.token_hex(8)
-        self.shared_token = shared_token if shared_token is not None else os.environ.get(TOKEN_ENV)
-        self._fd: int | None = None
-        self.inherited = False
-
-    def acquire(self) -> "FolderLock":
-        ensure_writable(self.folder)
-        if fcntl is None:
-            return self
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = _read_holder(fd)
-            os.close(fd)
-            if self.shared_token and holder.get("token") == self.shared_token:
-                self.inherited = True       # our parent holds it for us
-                return self
-            raise FolderLocked(
-                f"{self.folder} is being written by another process (PID {holder.get('pid', '?')}"
-                f" on {holder.get('host', '?')}, since {holder.get('since', '?')}); wait for it to "
-                f"finish, or write somewhere else (--out DIR / -p out_dir DIR)") from None
-        from moon.results import now_iso
-        os.ftruncate(fd, 0)
-        os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
-                                 "since": now_iso(), "token": self.token}).encode())
-        self._fd = fd
-        return self
-
-    def release(self) -> None:
-        if self._fd is not None:
-            with contextlib.suppress(OSError):
-                os.ftruncate(self._fd, 0)
-                fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
-            self._fd = None
-
-    @property
-    def held(self) -> bool:
-        return self._fd is not None or self.inherited
-
-    def __enter__(self) -> "FolderLock":
-        return self.acquire()
-
-    def __exit__(self, *exc: Any) -> None:
-        self.release()
+def is_run_folder(folder: str | os.PathLike) -> bool:
+    """Whether ``folder`` holds what a run writes (its result, model, checkpoint or lock)."""
+    return any((Path(folder) / name).exists() for name in RUN_RECORDS)
 
 
-def _read_holder(fd: int) -> dict:
-    with contextlib.suppress(OSError, ValueError):
-        os.lseek(fd, 0, os.SEEK_SET)
-        return json.loads(os.read(fd, 4096).decode() or "{}")
-    return {}
+def check_output_file(path: str | os.PathLike, force: bool = False) -> Path:
+    """``path``, once it is safe for a command to write a file there; call it before any work.
 
-
-def lock_holder(folder: str | os.PathLike) -> dict | None:
-    """``{"pid", "host", "since"}`` of the live process holding ``folder``'s lock, else None."""
-    path = Path(folder) / LOCK_FILE
-    if fcntl is None or not path.exists():
-        return None
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return _read_holder(fd)
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return None
-    finally:
-        os.close(fd)
-
-
-def ensure_writable(folder: Path) -> None:
-    """Create ``folder`` if needed and check that files can be written in it."""
-    if folder.exists() and not folder.is_dir():
-        raise NotWritable(f"{folder} exists and is not a folder; choose another output folder")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / f".write-probe.pid{os.getpid()}.tmp"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as err:
-        reason = err.strerror or type(err).__name__
-        raise NotWritable(f"cannot write to {folder} ({reason}); choose a folder you can write "
-                          f"(--out DIR / -p out_dir DIR)") from None
-
-
-class StudyLock:
-    """Marks ``out`` as written by a study of one ``signature`` for the ``with`` block.
-
-    Each study process holds a shared ``fcntl`` lock on ``out/.study-<signature>.lock`` (its PID is
-    appended inside). On entry, a held lock file of another signature means a live study of other
-    settings writes here: :class:`~moon.errors.FolderLocked`, naming its PID(s). Studies of the
-    same signature hold the same file together and split the cells through the cells' own locks.
-    """
-
-    def __init__(self, out: str | os.PathLike, signature: str):
-        self.out, self.signature = Path(out), signature
-        self._fd: int | None = None
-
-    def __enter__(self) -> "SweepLock":
-        ensure_writable(self.out)
-        for other in self.out.glob(".study-*.lock"):
-            if other.name == f".study-{self.signature}.lock":
-                continue
-            pids = _live_holders(other)
-            if pids:
-                raise FolderLocked(
-                    f"{self.out} is being written by another study with other settings (PID "
-                    f"{', '.join(pids)}); wait for it to finish, or write this one to another "
-                    f"folder (--out DIR)")
-        path = self.out / f".study-{self.signature}.lock"
-        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o666)
-        fcntl.flock(self._fd, fcntl.LOCK_SH)
-        os.write(self._fd, f"{os.getpid()}\n".encode())
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._fd is not None:
-            os.close(self._fd)             # closing releases the lock
-            self._fd = None
-
-
-def _live_holders(path: Path) -> list[str]:
-    """PIDs written in a study lock file that someone still holds, or [] when nobody does."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            pids = path.read_text().split()
-            return [p for p in dict.fromkeys(pids) if p.isdigit() and pid_alive(int(p))] or ["?"]
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return []
-    finally:
-        os.close(fd)
+    A run's records (:data:`RUN_RECORDS` inside a run folder, symbolic links followed) are never
+    written over: an export named ``RUN/result.json`` would destroy the result it came from. Any
+    other existing file is replaced only with ``force`` (``--force``): a typo in ``--out`` must not
+    cost a file the user kept."""
+    path = Path(path)
+    if path.is_dir():
+        raise NotWritable(f"{path} is a folder; --out names the file to write, not a folder")
+    real = path.resolve()
+    if real.name in RUN_RECORDS and is_run_folder(real.parent):
+        raise OutputExists(f"{path} is the run's own {real.name} (in {real.parent}); no command "
+                           f"writes over a run's records, not even with --force: choose another file")
+    if os.path.lexists(path) and not force:
+        raise OutputExists(f"{path} exists; pass --force to replace it, or write elsewhere "
+                           f"(--out PATH)")
+    return path
 
 
 # --------------------------------------------------------------------------------------------------
@@ -265,16 +139,6 @@ def clear_run_files(folder: Path) -> None:
 def temp_prefix(name: str) -> str:
     """Prefix of a temporary file for ``name`` written by this process (its PID is in the name)."""
     return f".{name}.pid{os.getpid()}."
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:           # exists, owned by someone else
-        return True
-    return True
 
 
 def remove_stale_temporaries(folder: str | os.PathLike) -> int:

@@ -12,10 +12,10 @@ from torch import nn
 from moon.config import RunConfig
 from moon.cost import peak_memory, training_flops_per_image
 from moon.data import load_id
-from moon.evaluate import evaluate
+from moon.evaluate import capped, evaluate
 from moon.masking import maskable_parameters
 from moon.config import differing_fields
-from moon.errors import FolderInUse
+from moon.errors import FolderInUse, LockLost
 from moon.results import FAILED_FILE, RunResult, atomic_torch_save, now_iso, provenance, save_result
 from moon.rundir import (
     FolderLock,
@@ -25,7 +25,7 @@ from moon.rundir import (
     refuse_other,
     remove_stale_temporaries,
 )
-from moon.train import CHECKPOINT, Trainer, check_learned, resolve_device
+from moon.train import CHECKPOINT, Trainer, check_learned, check_scores, resolve_device
 
 log = logging.getLogger(__name__)
 MODEL_FILE = "model.pt"
@@ -82,6 +82,9 @@ def _attempt(cfg: RunConfig, out: Path | None, raise_on_failure: bool, progress:
     try:
         _train_and_evaluate(cfg, device, out, result, progress)
         result.status = "complete"
+    except LockLost:          # the folder is no longer this run's: nothing is written there
+        result.status = "running"
+        raise
     except Exception as err:  # recorded in the result file, then re-raised
         result.status, result.error = "failed", f"{type(err).__name__}: {err}"
         if not raise_on_failure:
@@ -160,8 +163,10 @@ def _train_and_evaluate(cfg: RunConfig, device: torch.device, out: Path | None,
     result.extra["topology_updates"] = trainer.topology_updates
     result.extra["alpha0"] = trainer.criterion.alpha0
     result.extra["alpha_final_epoch"] = trainer.criterion.alpha
-    check_learned(result.id["accuracy"], data.num_classes,
-                  min(len(data.test_y), cfg.max_eval_samples or len(data.test_y)))
+    check_scores(result.ood, evaluation["constant_scores"], cfg.detector_list)
+    labels = capped(data.test_y, None, cfg.max_eval_samples)[0]
+    check_learned(result.id["accuracy"], data.num_classes, len(labels),
+                  majority=float(torch.bincount(labels).max()) / max(len(labels), 1))
     del result.extra["stage"]
     if out is not None:
         atomic_torch_save({"config": cfg.to_dict(), "model": model.state_dict()}, out / MODEL_FILE)

@@ -28,10 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from moon.config import RunConfig, differing_fields, field_names, from_params
-from moon.errors import FolderInUse, FolderLocked
+from moon.errors import BadStudy, FolderInUse, FolderLocked
 from moon.rundir import StudyLock
 
 log = logging.getLogger(__name__)
@@ -70,7 +68,7 @@ class Study:
                 continue
             for values in itertools.product(*block.values()):
                 axes = dict(zip(block, values))
-                name = ",".join(f"{k}={v}" for k, v in axes.items())
+                name = cell_name(axes, self.name)
                 if name not in seen:
                     seen.add(name)
                     out.append(Cell(name, axes, self._config(axes, preset, overrides)))
@@ -115,8 +113,23 @@ class Study:
         return from_params(params, preset=preset)
 
 
+def cell_name(axes: dict[str, Any], study: str = "") -> str:
+    """A cell's folder name, ``method=rigl,seed=0``; refused (:class:`~moon.errors.BadStudy`)
+    when an axis or value holds a path separator, so no cell is written outside the study's
+    folder, whether the study came from a file or was built in Python."""
+    from moon.studyfile import check_folder_part
+
+    for axis, value in axes.items():
+        check_folder_part(f"{axis}={value}", f"study {study}")
+    return ",".join(f"{k}={v}" for k, v in axes.items())
+
+
 def load_study(name_or_path: str | Path) -> Study:
-    """A study by name (``studies/<name>.yaml``) or path; bad axes fail with the valid names."""
+    """A study by name (``studies/<name>.yaml``) or path, checked before any cell is built
+    (:func:`moon.studyfile.read_study`: keys, shapes, folder names); bad axes fail with the valid
+    names. Every refusal is one :class:`~moon.errors.BadStudy` line naming the file."""
+    from moon.studyfile import read_study
+
     path = Path(name_or_path)
     if not path.suffix:
         path = STUDIES / f"{name_or_path}.yaml"
@@ -124,29 +137,35 @@ def load_study(name_or_path: str | Path) -> Study:
         known = sorted(p.stem for p in STUDIES.glob("*.yaml"))
         raise FileNotFoundError(f"no study {str(name_or_path)!r}: {path} does not exist; "
                                 f"studies: {', '.join(known)}")
-    raw = yaml.safe_load(path.read_text())
-    study = Study(name=raw.get("name", path.stem), base=raw.get("base", {}), grid=raw["grid"],
-                  variants=raw.get("variants", {}), presets=raw.get("presets", {}) or {},
-                  description=raw.get("description", ""), order_by=raw.get("order_by", []) or [],
-                  endpoints=raw.get("endpoints", {}) or {})
+    study = Study(**read_study(path))
+    _check_axes(study, f"study file {path}")
+    return study
+
+
+def _check_axes(study: Study, where: str) -> None:
+    """Every axis of the grid is a RunConfig field or a variant group whose values are defined;
+    presets and ``order_by`` name axes of the grid."""
     valid = set(field_names()) | set(study.variants)
     for block in study.grid:
         bad = sorted(set(block) - valid)
         if bad:
-            raise ValueError(f"study {study.name}: unknown axis {bad}; axes are RunConfig fields "
-                             f"or variant groups ({', '.join(sorted(study.variants))})")
+            raise BadStudy(f"{where}: unknown axis {bad}; axes are RunConfig fields "
+                           f"or variant groups ({', '.join(sorted(study.variants))})")
         for axis in set(block) & set(study.variants):
             undefined = [v for v in block[axis] if v not in study.variants[axis]]
             if undefined:
-                raise ValueError(f"study {study.name}: {axis} value(s) {undefined} are not defined "
-                                 f"under variants.{axis} (defined: "
-                                 f"{', '.join(map(str, study.variants[axis]))})")
+                raise BadStudy(f"{where}: {axis} value(s) {undefined} are not defined "
+                               f"under variants.{axis} (defined: "
+                               f"{', '.join(map(str, study.variants[axis]))})")
     for preset, keep in study.presets.items():
         bad = sorted(set(keep) - study.axes())
         if bad:
-            raise ValueError(f"study {study.name}: preset {preset!r} restricts unknown axis {bad}; "
-                             f"the grid's axes are {', '.join(sorted(study.axes()))}")
-    return study
+            raise BadStudy(f"{where}: preset {preset!r} restricts unknown axis {bad}; "
+                           f"the grid's axes are {', '.join(sorted(study.axes()))}")
+    bad = sorted(set(study.order_by) - study.axes())
+    if bad:
+        raise BadStudy(f"{where}: order_by names {bad}, not axes of the grid "
+                       f"({', '.join(sorted(study.axes()))})")
 
 
 ENGINES = ("local", "ray")
@@ -290,6 +309,7 @@ def _run_notebook(cfg: RunConfig, out: Path) -> tuple[str, str | None]:
     import papermill as pm
 
     from moon.results import FAILED_FILE, RESULT_FILE, load_result
+    from moon.rundir import check_lock
 
     final = out / NOTEBOOK
     if final.exists() and _finished(out, cfg):
@@ -301,8 +321,10 @@ def _run_notebook(cfg: RunConfig, out: Path) -> tuple[str, str | None]:
         pm.execute_notebook(TEMPLATE, partial, parameters=params, progress_bar=False,
                             kernel_name="python3", cwd=str(TEMPLATE.parent.parent))
     except pm.PapermillExecutionError as err:
+        check_lock(out)
         os.replace(partial, out / "ood_eval.failed.ipynb")
         return "failed", f"{err.ename}: {err.evalue}"
+    check_lock(out)                     # the cell is still this worker's before its notebook lands
     os.replace(partial, final)
     failed = out / FAILED_FILE
     result = load_result(failed if failed.exists() and not (out / RESULT_FILE).exists() else out)

@@ -17,6 +17,7 @@ atomically after every epoch; ``resume`` continues from it and ends with the sam
 from __future__ import annotations
 
 import logging
+import math
 import sys
 import time
 from dataclasses import dataclass
@@ -50,23 +51,48 @@ class TrainingDiverged(RuntimeError):
 # An epoch's mean training loss this many times the first epoch's is an explosion: MOON's weights
 # raise a sample's loss by at most 1 + alpha (alpha_final <= a few), so no healthy run gets near it.
 LOSS_EXPLOSION = 100.0
+# ... and so is one this many times log(K) (the loss of a uniform guess) in any epoch, the first
+# included: a run whose loss explodes in epoch 1 has no healthy epoch to be compared with.
+LOSS_CEILING = 1e3
+# One-sided level of the chance test: the hits must be above a constant guess at p <= 0.001, about
+# the three standard errors the normal bound used (which it could trust only from 1,000 images).
+CHANCE_ALPHA = 1e-3
 
 
-CHANCE_CHECK_MIN = 1000
+def check_learned(accuracy: float, num_classes: int, n: int, majority: float | None = None) -> None:
+    """Raise :class:`TrainingDiverged` when ``accuracy`` on ``n`` test images is not above chance:
+    a diverged run whose loss stayed finite ends there, with every AUROC near 0.5, and must not
+    enter the tables as a normal run.
 
+    Chance is the best constant guess: 1/K, or ``majority`` (the share of the commonest class among
+    the evaluated labels) when that is higher. The test is the exact one-sided binomial test
+    (``scipy.stats.binomtest``) of the ``round(accuracy * n)`` hits, so it holds at any ``n``; with
+    very few images it cannot tell learning from luck, and the run fails rather than pass unseen."""
+    from scipy.stats import binomtest
 
-def check_learned(accuracy: float, num_classes: int, n: int) -> None:
-    """Raise :class:`TrainingDiverged` when ``accuracy`` on ``n`` test images is not above chance
-    (1/K) by three binomial standard errors: a diverged run whose loss stayed finite ends there,
-    with every AUROC near 0.5, and must not enter the tables as a normal run. It needs a real test
-    set: below :data:`CHANCE_CHECK_MIN` images (tests on synthetic data, smoke runs) it is skipped."""
-    chance = 1.0 / num_classes
-    margin = 3.0 * (chance * (1.0 - chance) / max(n, 1)) ** 0.5
-    if n >= CHANCE_CHECK_MIN and accuracy <= chance + margin:
+    chance = max(1.0 / num_classes, majority or 0.0)
+    if n < 1 or chance >= 1.0:
+        return
+    hits = min(n, max(0, round(accuracy * n)))
+    p = binomtest(hits, n, chance, alternative="greater").pvalue
+    if p > CHANCE_ALPHA:
         raise TrainingDiverged(
-            f"the model ended at chance accuracy ({100 * accuracy:.1f}% on {n} test images, "
-            f"chance {100 * chance:.1f}% with {num_classes} classes): the run diverged or did not "
-            f"learn; lower lr or check the data")
+            f"the model ended at chance accuracy ({100 * accuracy:.1f}% on {n} test images; a "
+            f"constant guess gets {100 * chance:.1f}% with {num_classes} classes, binomial p = "
+            f"{p:.2g} > {CHANCE_ALPHA:g}): the run diverged or did not learn; lower lr or check "
+            f"the data")
+
+
+def check_scores(ood: dict[str, dict[str, dict[str, float]]], constant: list[str],
+                 detectors: list[str]) -> None:
+    """Raise :class:`TrainingDiverged` when every detector gave every image the same score (so
+    every AUROC is exactly 0.5): the model's outputs are constant, nothing was evaluated."""
+    aurocs = [m["auroc"] for per_set in ood.values() for m in per_set.values()]
+    if aurocs and set(detectors) <= set(constant) and all(a == 0.5 for a in aurocs):
+        raise TrainingDiverged(
+            f"every detector gave every image the same score (AUROC 0.500 on all {len(ood)} OOD "
+            f"sets): the model's outputs are constant, so the run diverged or collapsed; lower "
+            f"lr or check the data")
 
 
 @dataclass
@@ -243,13 +269,21 @@ class Trainer:
                 f"(global step {bad}); lower lr (now {self.cfg.lr}) or check the data")
 
     def _check_explosion(self, epoch: int, train_loss: float) -> None:
-        """Stop when the epoch's mean loss exceeds :data:`LOSS_EXPLOSION` times the first epoch's:
-        with a too-large lr the loss can stay finite (1e33) while the model is destroyed."""
+        """Stop when the epoch's mean loss is not finite, exceeds :data:`LOSS_CEILING` x log(K), or
+        exceeds :data:`LOSS_EXPLOSION` times the first epoch's: with a too-large lr the loss can
+        stay finite (1e33) while the model is destroyed, already in epoch 1."""
+        ceiling = LOSS_CEILING * math.log(max(self.num_known, 2))
         first = self.history[0]["train_loss"] if self.history else train_loss
-        if train_loss > LOSS_EXPLOSION * max(first, 1e-3):
-            raise TrainingDiverged(
-                f"the training loss exploded: {train_loss:.3g} in epoch {epoch}, over "
-                f"{LOSS_EXPLOSION:g}x epoch 1's {first:.3g}; lower lr (now {self.cfg.lr})")
+        if not math.isfinite(train_loss):
+            reason = "is not finite"
+        elif train_loss > ceiling:
+            reason = f"over {LOSS_CEILING:g} x log({self.num_known}) = {ceiling:.3g}"
+        elif train_loss > LOSS_EXPLOSION * max(first, 1e-3):
+            reason = f"over {LOSS_EXPLOSION:g}x epoch 1's {first:.3g}"
+        else:
+            return
+        raise TrainingDiverged(f"the training loss exploded: {train_loss:.3g} in epoch {epoch}, "
+                               f"{reason}; lower lr (now {self.cfg.lr})")
 
     def _postfix(self, loss: torch.Tensor, acc: torch.Tensor) -> dict[str, str]:
         alpha = self.criterion.alpha

@@ -241,3 +241,24 @@ def test_cli_names_a_folder_without_a_model(tmp_path, capsys):
     assert main(["export", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and str(tmp_path / MODEL_FILE) in err and "python -m moon run" in err
+
+
+def test_cli_replaces_an_earlier_export_only_with_force(tmp_path, capsys):
+    run = masked_run(tmp_path / "run")
+    model = (run / MODEL_FILE).read_bytes()
+    assert main(["export", str(run)]) == 0
+    first = (run / "model.csr.pt").read_bytes()
+    assert main(["export", str(run), "--format", "dense", "--out", str(run / "model.csr.pt")]) == 2
+    assert "exists; pass --force" in capsys.readouterr().err
+    assert (run / "model.csr.pt").read_bytes() == first
+    assert main(["export", str(run), "--format", "dense", "--out", str(run / "model.csr.pt"),
+                 "--force"]) == 0
+    assert load_exported(run / "model.csr.pt").layers and (run / MODEL_FILE).read_bytes() == model
+
+
+def test_export_never_replaces_the_model_it_reads(tmp_path):
+    run = masked_run(tmp_path / "run")
+    before = (run / MODEL_FILE).read_bytes()
+    with pytest.raises(MoonError, match="is the run's own model.pt"):
+        export(run, out=run / MODEL_FILE, force=True)
+    assert (run / MODEL_FILE).read_bytes() == before

@@ -86,7 +86,7 @@ def test_readme_examples_write_two_folders(fake_data, tmp_path):
     """`-p density 0.05` then `-p density 0.02 -p method set`: each its own folder, both complete."""
     template = Path(__file__).parent.parent / "notebooks" / "ood_eval.ipynb"
     small = {"preset": "smoke", "model": "mlp", "detectors": "msp", "max_train_samples": 100,
-             "fit_samples": 100, "epochs": 1}
+             "fit_samples": 100, "epochs": 6, "batch_size": 16, "lr_warmup_epochs": 0.0}
     for params in ({"density": 0.05}, {"density": 0.02, "method": "set"}):
         pm.execute_notebook(str(template), str(tmp_path / "out.ipynb"), kernel_name="python3",
                             parameters={**small, **params}, progress_bar=False, cwd=str(tmp_path))

@@ -5,7 +5,11 @@ Placeholders in argv: ``{tmp}`` is the test's folder, ``{file}`` an existing pla
 ``{other}`` a folder holding a complete result of another configuration, ``{ckpt_zero}`` /
 ``{ckpt_trunc}`` / ``{ckpt_random}`` / ``{ckpt_other}`` folders whose checkpoint is empty, truncated,
 random bytes or another configuration's, ``{corrupt}`` a folder whose result.json is not JSON,
-``{badstudy}`` / ``{badvariant}`` study files with an unknown axis or an undefined variant value.
+``{badstudy}`` / ``{badvariant}`` study files with an unknown axis or an undefined variant value,
+``{run}`` a finished run folder (result.json, model.pt and an earlier export model.csr.pt),
+``{link}`` a symbolic link to ``{run}/result.json``, ``{notbench}`` a folder holding a
+benchmark.json that ``moon benchmark`` did not write, ``{study_KEY}`` the study file
+:data:`BAD_STUDIES` holds under ``KEY``.
 """
 
 from __future__ import annotations
@@ -20,6 +24,38 @@ from moon.config import RunConfig
 from moon.results import RunResult, save_result
 
 SMOKE = ["--preset", "smoke"]
+SMOKE_CONFIG = {"epochs": 1, "max_train_samples": 256, "max_eval_samples": 100, "device": "cpu"}
+GRID = "grid:\n  - {seed: [0]}\n"
+# Study files that are refused when loaded: (text, expected fragment of the message).
+BAD_STUDIES = {
+    "bsae": ("bsae: {model: mlp}\n" + GRID, "unknown key 'bsae' (did you mean base?)"),
+    "empty": ("", "is empty"),
+    "list": ("- {seed: [0]}\n", "must be a mapping of keys"),
+    "nogrid": ("name: x\nbase: {model: mlp}\n", "has no grid"),
+    "gridmap": ("grid: {seed: [0]}\n", "grid must be a list of blocks"),
+    "blocklist": ("grid:\n  - [seed, 0]\n", "grid block 1 must be a mapping"),
+    "scalaraxis": ("grid:\n  - {seed: 0}\n", "grid block 1: seed must be a list of values"),
+    "emptyaxis": ("grid:\n  - {seed: []}\n", "grid block 1: seed lists no values"),
+    "base": ("base: [model, mlp]\n" + GRID, "base must be a mapping"),
+    "basekey": ("base: {densty: 0.1}\n" + GRID, "base: unknown config key 'densty' (did you mean density?)"),
+    "variants": ("variants: {moon: [on, off]}\ngrid:\n  - {moon: [on]}\n",
+                 "variants.moon must be a mapping"),
+    "bundle": ("variants: {moon: {'on': 3}}\ngrid:\n  - {moon: ['on']}\n",
+               "variants.moon.on must be a mapping"),
+    "presets": ("presets: {smoke: [seed]}\n" + GRID, "presets.smoke must be a mapping"),
+    "orderby": ("order_by: seed\n" + GRID, "order_by must be a list"),
+    "endpoints": ("endpoints: {primray: {}}\n" + GRID, "endpoints: unknown key 'primray' (did you mean primary?)"),
+    "tag": ("grid: !!python/object/apply:os.getcwd []\n", "YAML tag"),
+    "syntax": ("grid: [\n", "is not valid YAML"),
+    "escape": ("variants:\n  v: {'x/../../../escaped': {seed: 1}}\ngrid:\n  - {v: ['x/../../../escaped']}\n",
+               "'x/../../../escaped' cannot be part of a folder name"),
+    "axisvalue": ("grid:\n  - {ood_sets: ['../../up']}\n", "'../../up' cannot be part of a folder name"),
+    "group": ("variants:\n  'a/b': {'on': {seed: 1}}\ngrid:\n  - {'a/b': ['on']}\n",
+              "'a/b' cannot be part of a folder name"),
+    "name": ("name: ../../elsewhere\n" + GRID, "name '../../elsewhere' cannot be a folder name"),
+    "absname": ("name: /tmp/elsewhere\n" + GRID, "name '/tmp/elsewhere' cannot be a folder name"),
+    "dotname": ("name: '..'\n" + GRID, "name '..' cannot be a folder name"),
+}
 CASES = [
     # --- configuration values ---------------------------------------------------------------------
     (["run", "density=2"], "density=2.0 is not allowed"),
@@ -81,7 +117,19 @@ CASES = [
     (["sweep", "ablation", "--only", "seed=0", "--only", "seed=1"], "--only seed is given twice"),
     (["sweep", "ablation", "lr=0.1", "lr=0.2"], "lr is given twice"),
     (["sweep", "ablation", "--out", "{file}"], "exists and is not a folder"),
+    *[(["sweep", "{study_%s}" % key], fragment) for key, (_, fragment) in BAD_STUDIES.items()],
     (["reproduce", "{tmp}/missing"], "does not exist"),
+    # --- output files: never a run's own files, never an existing file without --force ----------
+    (["export", "{run}", "--out", "{run}/result.json"], "is the run's own result.json"),
+    (["export", "{run}", "--out", "{run}/model.pt", "--force"], "is the run's own model.pt"),
+    (["export", "{run}", "--out", "{run}/checkpoint.pt"], "is the run's own checkpoint.pt"),
+    (["export", "{run}", "--out", "{other}/result.json", "--force"], "is the run's own result.json"),
+    (["export", "{run}", "--out", "{link}", "--force"], "is the run's own result.json"),
+    (["export", "{run}"], "model.csr.pt exists; pass --force"),
+    (["export", "{run}", "--out", "{file}"], "plain.txt exists; pass --force"),
+    (["export", "{run}", "--out", "{tmp}"], "is a folder"),
+    (["benchmark", "--out", "{file}"], "exists and is not a folder"),
+    (["benchmark", "--out", "{notbench}"], "benchmark.json exists"),
     (["data", "imagenet"], "unknown dataset 'imagenet'"),
 ]
 # argparse's own refusals (exit 2, usage line)
@@ -95,6 +143,18 @@ USAGE_CASES = [
 def _other_result(folder, **config) -> None:
     cfg = RunConfig(**config)
     save_result(RunResult(config=cfg.to_dict(), status="complete", id={"accuracy": 0.9}), folder)
+
+
+def _finished_run(folder) -> None:
+    """A run folder as a finished run leaves it (without training): result, model, an export."""
+    import torch
+
+    from moon.models import model_for
+
+    cfg = RunConfig(model="mlp", method="static", density=0.2, device="cpu")
+    save_result(RunResult(config=cfg.to_dict(), status="complete", id={"accuracy": 0.9}), folder)
+    torch.save({"config": cfg.to_dict(), "model": model_for(cfg).state_dict()}, folder / "model.pt")
+    (folder / "model.csr.pt").write_bytes(b"an earlier export\n")
 
 
 @pytest.fixture
@@ -116,7 +176,16 @@ def places(tmp_path, fake_data):
     (tmp_path / "bad.yaml").write_text("grid:\n  - {colour: [red]}\n")
     (tmp_path / "badvariant.yaml").write_text(
         "variants:\n  moon: {'on': {unknown_class: true}}\ngrid:\n  - {moon: ['on', maybe]}\n")
-    return {"tmp": str(tmp_path), "file": str(tmp_path / "plain.txt"),
+    _finished_run(tmp_path / "run")
+    (tmp_path / "link").symlink_to(tmp_path / "run" / "result.json")
+    (tmp_path / "notbench").mkdir()
+    (tmp_path / "notbench" / "benchmark.json").write_text('{"mine": "not a moon benchmark"}\n')
+    studies = {}
+    for key, (text, _) in BAD_STUDIES.items():
+        studies[f"study_{key}"] = str(tmp_path / f"study-{key}.yaml")
+        (tmp_path / f"study-{key}.yaml").write_text(text)
+    return {**studies, "run": str(tmp_path / "run"), "link": str(tmp_path / "link"),
+            "notbench": str(tmp_path / "notbench"),"tmp": str(tmp_path), "file": str(tmp_path / "plain.txt"),
             "other": str(tmp_path / "other"), "corrupt": str(tmp_path / "corrupt"),
             "badstudy": str(tmp_path / "bad.yaml"), "badvariant": str(tmp_path / "badvariant.yaml"),
             **{k: str(tmp_path / k) for k in ("ckpt_zero", "ckpt_trunc", "ckpt_random", "ckpt_other")}}
@@ -136,7 +205,9 @@ def no_compute(monkeypatch):
 
 
 @pytest.mark.parametrize("argv, fragment", CASES, ids=[" ".join(a)[:60] for a, _ in CASES])
-def test_bad_input_is_one_clear_line_before_compute(argv, fragment, places, no_compute, capsys):
+def test_bad_input_is_one_clear_line_before_compute(argv, fragment, places, no_compute, capsys,
+                                                    monkeypatch):
+    monkeypatch.chdir(places["tmp"])      # default output folders (runs/...) stay in the test's
     before = {p: p.read_bytes() for p in _files(places["tmp"])}
     code = cli.main([a.format(**places) for a in argv])
     err = capsys.readouterr().err.strip()
@@ -174,3 +245,43 @@ def test_every_message_names_the_folder_and_the_way_out(places, capsys, no_compu
     assert "--out DIR" in err and "overwrite=true" in err
     kept = json.loads(open(os.path.join(places["other"], "result.json")).read())
     assert kept["status"] == "complete" and kept["config"]["lr"] == 0.04
+
+
+def test_benchmark_redraws_its_own_files_and_others_need_force(tmp_path):
+    from moon.errors import OutputExists
+
+    ours = tmp_path / "ours"
+    ours.mkdir()
+    (ours / "benchmark.json").write_text(json.dumps(
+        {"dataset": "fashion_mnist", "seed": 0, "generated_at": "t", "rows": []}))
+    (ours / "benchmark_grid.png").write_bytes(b"png")
+    cli._check_benchmark_out(ours, force=False)                 # make benchmark, every build
+    cli._check_benchmark_out(tmp_path / "new", force=False)     # nothing there yet
+    (tmp_path / "png").mkdir()
+    (tmp_path / "png" / "benchmark_grid.png").write_bytes(b"someone's figure")
+    with pytest.raises(OutputExists, match="benchmark_grid.png exists; pass --force"):
+        cli._check_benchmark_out(tmp_path / "png", force=False)
+    cli._check_benchmark_out(tmp_path / "png", force=True)
+
+
+@pytest.mark.parametrize("key", sorted(BAD_STUDIES))
+def test_a_bad_study_file_is_named_in_one_line(key, tmp_path):
+    from moon.study import load_study
+
+    path = tmp_path / f"{key}.yaml"
+    path.write_text(BAD_STUDIES[key][0])
+    with pytest.raises(ValueError) as refused:
+        load_study(path)
+    message = str(refused.value)
+    assert str(path) in message and "\n" not in message and BAD_STUDIES[key][1] in message
+
+
+def test_cells_of_a_study_built_in_python_cannot_leave_the_folder(tmp_path, no_compute):
+    from moon.study import Study, run_study
+
+    escape = "x/../../../escaped"           # tmp_path/s/v=x/../../../escaped is beside tmp_path
+    study = Study(name="s", base=dict(SMOKE_CONFIG), grid=[{"v": [escape]}],
+                  variants={"v": {escape: {"seed": 1}}})
+    with pytest.raises(ValueError, match="cannot be part of a folder name"):
+        run_study(study, tmp_path / "s", via="run", progress=False)
+    assert not (tmp_path.parent / "escaped").exists()

@@ -170,6 +170,76 @@ def test_lock_is_handed_to_a_child_by_token(tmp_path, monkeypatch):
             FolderLock(tmp_path).acquire()
 
 
+def _result():
+    from moon.results import RunResult
+    return RunResult(config=tiny().to_dict(), status="complete")
+
+
+def test_a_deleted_lock_stops_the_writer_before_it_writes(tmp_path):
+    from moon.results import save_result
+    with FolderLock(tmp_path):
+        (tmp_path / ".moon.lock").unlink()
+        with pytest.raises(FolderLocked, match="lock file .* was removed"):
+            save_result(_result(), tmp_path)
+    assert not (tmp_path / "result.json").exists()
+
+
+def test_a_lock_taken_after_its_file_was_deleted_stops_the_first_writer(tmp_path):
+    from moon.results import atomic_torch_save
+    with FolderLock(tmp_path):
+        (tmp_path / ".moon.lock").unlink()
+        child = _hold(str(tmp_path))                   # a second run, started meanwhile
+        try:
+            with pytest.raises(FolderLocked, match=f"PID {child.pid}"):
+                atomic_torch_save({"epoch": 1}, tmp_path / "checkpoint.pt")
+        finally:
+            child.kill()
+            child.wait()
+    assert not (tmp_path / "checkpoint.pt").exists()
+
+
+def test_a_run_whose_lock_is_deleted_records_nothing(tiny_fashion, tmp_path, monkeypatch):
+    real_fit = Trainer.fit
+
+    def fit_after_deleting_the_lock(self):
+        (tmp_path / ".moon.lock").unlink()
+        return real_fit(self)
+    monkeypatch.setattr(Trainer, "fit", fit_after_deleting_the_lock)
+    with pytest.raises(FolderLocked, match="was removed"):
+        moon.run(tiny(), tmp_path, raise_on_failure=False, progress=False)
+    assert not [p.name for p in tmp_path.iterdir() if not p.name.startswith(".moon.lock")]
+
+
+def test_a_copied_token_does_not_hand_over_the_lock(tiny_fashion, tmp_path, monkeypatch):
+    child = _hold(str(tmp_path / "run"))
+    try:
+        token = json.loads((tmp_path / "run" / ".moon.lock").read_text())["token"]
+        monkeypatch.setenv("MOON_LOCK_TOKEN", token)     # copied from the holder's environment
+        _no_training(monkeypatch)
+        with pytest.raises(FolderLocked, match="not this process's parent"):
+            FolderLock(tmp_path / "run").acquire()
+        with pytest.raises(FolderLocked, match=f"PID {child.pid}"):
+            moon.run(tiny(), tmp_path / "run")
+    finally:
+        child.kill()
+        child.wait()
+    assert not (tmp_path / "run" / "result.json").exists()
+
+
+def test_a_child_given_the_token_writes_under_its_parents_lock(tmp_path):
+    """The study worker's path: it locks the cell and starts a kernel with the token."""
+    code = ("import sys; from moon.results import RunResult, save_result; "
+            "from moon.rundir import FolderLock; lock = FolderLock(sys.argv[1]).acquire(); "
+            "assert lock.inherited; "
+            "save_result(RunResult(config={}, status='complete'), sys.argv[1])")
+    with FolderLock(tmp_path) as lock:
+        env = {**os.environ, "MOON_LOCK_TOKEN": lock.token}
+        done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], env=env,
+                              capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert load_result(tmp_path).status == "complete"
+
+
 def test_sweep_of_other_settings_is_refused_while_one_runs(tiny_fashion, tmp_path, monkeypatch):
     child = _hold(str(tmp_path), "study", signature="f" * 12)
     try:
@@ -224,12 +294,65 @@ def test_a_loss_that_explodes_but_stays_finite_stops_the_run(tiny_fashion):
         trainer._check_explosion(2, 1e33)
 
 
-def test_chance_accuracy_is_refused():
+def test_a_huge_learning_rate_run_is_recorded_failed_with_its_reason(tiny_fashion, tmp_path):
+    """lr=20 on LeNet-5: epoch 1's loss is 4e27, epoch 2's finite again at chance accuracy. The
+    relative test (100x epoch 1) cannot see it; it used to end "complete"."""
+    result = moon.run(tiny(model="lenet5", lr=20.0, epochs=2), tmp_path, raise_on_failure=False,
+                      progress=False)
+    assert result.status == "failed" and "loss exploded" in result.error
+    saved = load_result(tmp_path)
+    assert saved.status == "failed" and saved.error == result.error and not saved.ood
+
+
+def test_a_loss_far_above_chance_level_stops_the_first_epoch(tiny_fashion):
+    from moon.train import TrainingDiverged
+    trainer = Trainer(tiny(), tiny_fashion, __import__("torch").device("cpu"))
+    trainer._check_explosion(1, 50.0)                      # bad, but a model can get there
+    with pytest.raises(TrainingDiverged, match=r"over 1000 x log\(10\)"):
+        trainer._check_explosion(1, 1e5)                   # no earlier epoch to compare with
+    with pytest.raises(TrainingDiverged, match="not finite"):
+        trainer._check_explosion(1, float("nan"))
+
+
+@pytest.mark.parametrize("accuracy, n, majority", [
+    (0.105, 10000, None), (0.1, 500, None), (0.1, 40, None), (0.175, 40, None),
+    (0.139, 512, 0.139),                   # a constant guess of the commonest class
+])
+def test_chance_accuracy_is_refused_at_any_evaluation_size(accuracy, n, majority):
     from moon.train import TrainingDiverged, check_learned
     with pytest.raises(TrainingDiverged, match="chance accuracy"):
-        check_learned(0.105, 10, 10000)
-    check_learned(0.2, 10, 10000)
-    check_learned(0.1, 10, 500)          # a small evaluation set: not checked
+        check_learned(accuracy, 10, n, majority)
+
+
+@pytest.mark.parametrize("accuracy, n", [(0.2, 10000), (0.3, 100), (0.5, 40), (1.0, 5)])
+def test_accuracy_clearly_above_chance_passes(accuracy, n):
+    from moon.train import check_learned
+    check_learned(accuracy, 10, n)
+
+
+def test_a_run_that_ends_at_chance_is_recorded_failed(tiny_fashion, chance_check, tmp_path):
+    """One epoch of a static MLP at density 0.2 on 640 images ends at 14.5% of 200 test images:
+    not above chance (p = 0.03), which the old test, needing 1,000 images, never looked at."""
+    result = moon.run(tiny(), tmp_path, raise_on_failure=False, progress=False)
+    assert result.status == "failed" and "chance accuracy (14.5% on 200" in result.error
+    assert load_result(tmp_path).status == "failed"
+    learned = moon.run(tiny(lr_warmup_epochs=0.0, epochs=3), tmp_path / "3", progress=False)
+    assert learned.status == "complete" and learned.id["accuracy"] > 0.3
+
+
+def test_a_model_with_constant_outputs_is_not_complete(tiny_fashion, tmp_path, monkeypatch):
+    """Every score the same on every image: each AUROC is exactly 0.5."""
+    import torch
+
+    def collapsed(self):
+        with torch.no_grad():
+            for p in self.model.parameters():
+                p.zero_()
+        return self.model
+    monkeypatch.setattr(Trainer, "final_model", collapsed)
+    result = moon.run(tiny(), tmp_path, raise_on_failure=False, progress=False)
+    assert result.status == "failed" and "the same score" in result.error
+    assert load_result(tmp_path).status == "failed"
 
 
 def test_failed_download_leaves_no_empty_folders(no_data, monkeypatch):

@@ -71,11 +71,14 @@ def _kb(n: int) -> str:
     return f"{n / 1000:.1f} kB"
 
 
-def export(run_dir: str | Path, fmt: str = "csr", out: str | Path | None = None) -> Exported:
+def export(run_dir: str | Path, fmt: str = "csr", out: str | Path | None = None,
+           force: bool = False) -> Exported:
     """Write ``run_dir``'s evaluated model (``model.pt``) with its weights in ``fmt`` (csr: sparse
     where smaller; dense: every weight dense, the masked reference) to ``out`` (default
-    ``run_dir/model.<fmt>.pt``)."""
+    ``run_dir/model.<fmt>.pt``). Checked before any work (:func:`moon.rundir.check_output_file`):
+    ``out`` is never one of a run's records, and an existing file is replaced only with ``force``."""
     from moon.results import atomic_torch_save
+    from moon.rundir import check_output_file
     from moon.runner import MODEL_FILE, load_model
 
     if fmt not in FORMATS:
@@ -86,9 +89,9 @@ def export(run_dir: str | Path, fmt: str = "csr", out: str | Path | None = None)
         raise MoonError(f"{source} does not exist: export reads the evaluated model that a complete "
                         f"run writes; pass a finished run folder, or run it first "
                         f"(python -m moon run --out {run_dir} ...)")
+    path = check_output_file(out if out is not None else run_dir / f"model.{fmt}.pt", force)
     model, cfg = load_model(run_dir)
     state = pack_model(model, cfg.to_dict(), fmt)
-    path = Path(out) if out is not None else run_dir / f"model.{fmt}.pt"
     atomic_torch_save(state, path)
     nnz = sum(layer["nnz"] for layer in state["layers"].values())
     weights = sum(math.prod(layer["shape"]) for layer in state["layers"].values())
