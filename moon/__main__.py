@@ -1,7 +1,8 @@
 """Command line: ``python -m moon {run,data,benchmark} ...``.
 
 * ``python -m moon run [--preset NAME] [--out DIR] key=value ...``: train and evaluate one RunConfig,
-  writing ``DIR/result.json``.
+  writing ``DIR/result.json``. Ctrl-C stops it with one line (exit status 130) giving the command
+  that continues from its last epoch (``resume=true``).
 * ``python -m moon data NAME [--download | --no-download]``: locate (or fetch) a dataset.
 * ``python -m moon benchmark --out DIR [--force]``: the benchmark page's table and image grid, from
   the data (files of an earlier ``moon benchmark`` there are replaced; anything else needs --force).
@@ -36,6 +37,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     cfg = from_params(parse_overrides(args.overrides), preset=args.preset)
     out = args.out or str(Path("runs") / run_folder_name(cfg, args.preset))
+    args.resolved_out = out               # named by the resume hint if the run is interrupted
     result = run(cfg, out_dir=out, raise_on_failure=False)
     print(f"{result.status}: {out}/result.json")
     if result.status != "complete":
@@ -235,11 +237,31 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     try:
         return args.func(args)
+    except KeyboardInterrupt:        # Ctrl-C: what was finished is kept; say how to go on
+        print(f"interrupted: {_resume_hint(args)}", file=sys.stderr)
+        return 130
     except (MoonError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
     except OSError as err:           # FileNotFoundError, PermissionError, FileExistsError, ...
         print(f"error: {_os_message(err)}", file=sys.stderr)
     return 2
+
+
+def _resume_hint(args: argparse.Namespace) -> str:
+    """How to continue an interrupted command. A run keeps the checkpoint of every finished epoch
+    (and writes no result), so the same command with ``resume=true`` continues from the last one;
+    a study keeps its finished cells, so the same command runs the others."""
+    import shlex
+
+    if args.command == "run" and getattr(args, "resolved_out", None):
+        kept = [o for o in args.overrides if o.partition("=")[0].strip() != "resume"]
+        command = ["python", "-m", "moon", "run"] + (["--preset", args.preset] if args.preset else [])
+        command += ["--out", args.resolved_out, *kept, "resume=true"]
+        return (f"{args.resolved_out} keeps the checkpoint of its last finished epoch; continue "
+                f"with: {shlex.join(command)}")
+    if args.command == "sweep":
+        return "finished cells are kept; the same command runs the others"
+    return "it stopped before it finished; run the same command again"
 
 
 def _os_message(err: OSError) -> str:

@@ -285,3 +285,31 @@ def test_cells_of_a_study_built_in_python_cannot_leave_the_folder(tmp_path, no_c
     with pytest.raises(ValueError, match="cannot be part of a folder name"):
         run_study(study, tmp_path / "s", via="run", progress=False)
     assert not (tmp_path.parent / "escaped").exists()
+
+
+@pytest.fixture
+def ctrl_c(monkeypatch):
+    """Training is interrupted as by Ctrl-C (SIGINT raises KeyboardInterrupt in the main thread)."""
+    from moon.train import Trainer
+
+    def interrupted(self):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(Trainer, "fit", interrupted)
+
+
+def test_ctrl_c_during_a_run_says_how_to_resume(places, ctrl_c, capsys):
+    out = os.path.join(places["tmp"], "my run")
+    code = cli.main(["run", *SMOKE, "--out", out, "lr=0.04", "resume=false"])
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 130, err
+    assert len(lines) == 1 and lines[0].startswith("interrupted:"), err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
+    assert (f"python -m moon run --preset smoke --out '{out}' lr=0.04 resume=true" in lines[0]
+            and "resume=false" not in lines[0])
+    assert not os.path.exists(os.path.join(out, "result.json"))
+
+
+def test_ctrl_c_with_debug_shows_the_traceback(places, ctrl_c):
+    with pytest.raises(KeyboardInterrupt):
+        cli.main(["--debug", "run", *SMOKE, "--out", os.path.join(places["tmp"], "r")])
