@@ -83,7 +83,13 @@ def check(fields: list[str] | None = None, extra: tuple[str, ...] = ()) -> str:
 
 
 STUDY_CELLS = check(STUDY_FIELDS, ("study", "only", "run_missing")) + """
+import logging
+import sys
+
 import pandas as pd
+# a failed cell is part of the page's report (its reason, one line), not a broken page: the
+# study's log goes to the cell's text output
+logging.basicConfig(stream=sys.stdout, level=logging.WARNING, format="%(message)s", force=True)
 from IPython.display import Markdown, display
 from moon.config import overrides_from_namespace
 from moon.report import figures, headline, run_figures, stats, tables
