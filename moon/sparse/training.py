@@ -337,7 +337,8 @@ def choose_plan(training: CsrTraining, timer=None, rounds: int = 3) -> dict[str,
     timer = timer or MedianTimer(repeats=3, round_seconds=5e-3)
     plan = {}
     # the model's input needs no gradient: the layer it reaches first forms no dx
-    first = next(m for m in training.model.modules() if any(m.parameters(recurse=False)))
+    first = next(m for m in training.model.modules()
+                 if next(m.parameters(recurse=False), None) is not None)
     for name, (_, _, linear) in training.candidates.items():
         steps = _layer_steps(linear, training.masking.masks[name], training.optimizer,
                              training.batch_size, needs_input_grad=linear is not first)
@@ -361,13 +362,8 @@ def _layer_steps(linear: nn.Linear, mask: torch.Tensor, optimizer: torch.optim.O
     group = optimizer.param_groups[0]
     kwargs = {k: group[k] for k in ("lr", "momentum", "weight_decay", "nesterov", "fused") if k in group}
     factor = mask.to(linear.weight.dtype)
-    dense = nn.Linear(in_f, out_f, bias=linear.bias is not None, device=device)
-    with torch.no_grad():
-        dense.weight.copy_(linear.weight * factor)
+    dense, copy = (_copy_of(linear, factor) for _ in range(2))
     dense_opt = torch.optim.SGD(dense.parameters(), **kwargs)
-    copy = nn.Linear(in_f, out_f, bias=linear.bias is not None, device=device)
-    with torch.no_grad():
-        copy.weight.copy_(dense.weight)
     layer = CsrLinear("timing", copy, mask)
     csr_opt = torch.optim.SGD([layer.values] + ([copy.bias] if copy.bias is not None else []), **kwargs)
 
@@ -383,3 +379,15 @@ def _layer_steps(linear: nn.Linear, mask: torch.Tensor, optimizer: torch.optim.O
         csr_opt.zero_grad(set_to_none=True)
 
     return {"masked": masked, "csr": csr}
+
+
+@torch.no_grad()
+def _copy_of(linear: nn.Linear, factor: torch.Tensor) -> nn.Linear:
+    """A masked copy of ``linear``, made without drawing from the global random stream."""
+    out_f, in_f = linear.weight.shape
+    copy = nn.utils.skip_init(nn.Linear, in_f, out_f, bias=linear.bias is not None,
+                              device=factor.device)
+    copy.weight.copy_(linear.weight * factor)
+    if linear.bias is not None:
+        copy.bias.copy_(linear.bias)
+    return copy
