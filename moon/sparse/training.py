@@ -73,17 +73,26 @@ class _CsrLinearFunction(torch.autograd.Function):
         xt = x.t()                                   # [in, B]: free after a CSR layer's output
         xt = xt if xt.is_contiguous() else xt.contiguous()
         w = layer.matrix(values)
-        out = torch.sparse.mm(w, xt) if bias is None else torch.addmm(bias.unsqueeze(1), w, xt)
+        # y [B, out] stored feature-major, written as y^T [out, B]: not a view, so an in-place
+        # ReLU on it stays cheap (a view would make autograd copy whole tensors), and the next
+        # CSR layer's x^T is contiguous without a copy
+        y = torch.empty_strided((x.shape[0], layer.shape[0]), (1, x.shape[0]), dtype=x.dtype,
+                                device=x.device)
+        if bias is None:
+            torch.mm(w, xt, out=y.t())
+        else:
+            torch.addmm(bias.unsqueeze(1), w, xt, out=y.t())
         ctx.layer, ctx.has_bias = layer, bias is not None
         ctx.save_for_backward(x, values)
-        return out                                   # [out, B]; the module returns its .t()
+        return y
 
     @staticmethod
     @torch.amp.custom_bwd(device_type="cuda")
     def backward(ctx, grad):
         x, values = ctx.saved_tensors
         layer = ctx.layer
-        gt = grad if grad.is_contiguous() else grad.contiguous()               # [out, B]
+        gt = grad.t()                                                           # [out, B]
+        gt = gt if gt.is_contiguous() else gt.contiguous()
         gx = gv = gb = None
         if ctx.needs_input_grad[0]:
             gx = torch.sparse.mm(layer.transposed(values), gt).t()          # [B, in]
@@ -133,7 +142,8 @@ class CsrLinear(nn.Module):
         return _csr(self.crow, self.cols, values, self.shape)
 
     def transposed(self, values: torch.Tensor) -> torch.Tensor:
-        return _csr(self.tcrow, self.tcols, values[self.perm], (self.shape[1], self.shape[0]))
+        return _csr(self.tcrow, self.tcols, values.index_select(0, self.perm),
+                    (self.shape[1], self.shape[0]))
 
     @torch.no_grad()
     def sync(self) -> None:
@@ -148,8 +158,7 @@ class CsrLinear(nn.Module):
             return F.linear(x, self.weight, self.bias)
         values = self.values if self.factor is None else self.values * self.factor
         lead = x.shape[:-1]
-        # a view of the [out, B] result: the next CSR layer's x^T is contiguous without a copy
-        y = _CsrLinearFunction.apply(x.reshape(-1, x.shape[-1]), values, self.bias, self).t()
+        y = _CsrLinearFunction.apply(x.reshape(-1, x.shape[-1]), values, self.bias, self)
         return y if len(lead) == 1 else y.reshape(*lead, self.shape[0])
 
 
