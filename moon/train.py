@@ -238,7 +238,10 @@ class Trainer:
 
     def _train_step(self, x: torch.Tensor, y: torch.Tensor, epoch: int, step: int):
         if self.csr is not None:
-            return self._csr_train_step(x, y, epoch, step)
+            if not self.csr.attached:
+                self.csr.attach()
+            if self.csr.names:              # auto may keep every layer masked: the plain step
+                return self._csr_train_step(x, y, epoch, step)
         cfg = self.cfg
         if self.masking is not None:
             self.masking.before_forward()
@@ -268,8 +271,6 @@ class Trainer:
         """:meth:`_train_step` with the masked linear layers on CSR (moon.sparse.training): the
         same sequence, with the CSR layers' step and topology update beside ``Masking``'s."""
         csr = self.csr
-        if not csr.attached:
-            csr.attach()
         update = self.masking.dynamic and self._is_update_step(step)
         self.masking.before_forward(skip=csr.names)
         csr.before_forward(update)

@@ -238,3 +238,12 @@ def test_reports_pair_runs_across_kernels():
 
     frame = pd.DataFrame([{**cfg_of().to_dict(), "kernel": None}, cfg_of(kernel="csr").to_dict()])
     assert "kernel" not in config_keys(frame, free=("seed",))
+
+
+def test_auto_with_every_layer_masked_is_the_masked_run_bit_for_bit(data, monkeypatch):
+    monkeypatch.setattr("moon.sparse.training.choose_plan",
+                        lambda training: {n: "masked" for n in training.candidates})
+    masked, auto = train(cfg_of(), data), train(cfg_of(kernel="auto"), data)
+    assert torch.equal(masked[2], auto[2])
+    assert all(torch.equal(p, q) for p, q in zip(masked[0].model.parameters(),
+                                                 auto[0].model.parameters()))
