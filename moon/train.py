@@ -237,43 +237,13 @@ class Trainer:
                         float(unknown_sum) / seen if self.cfg.unknown_class else None)
 
     def _train_step(self, x: torch.Tensor, y: torch.Tensor, epoch: int, step: int):
-        if self.csr is not None:
-            if not self.csr.attached:
-                self.csr.attach()
-            if self.csr.names:              # auto may keep every layer masked: the plain step
-                return self._csr_train_step(x, y, epoch, step)
-        cfg = self.cfg
+        csr = self._csr_layers()
+        skip = csr.names if csr is not None else ()      # () leaves Masking's step as it was
+        update = self.masking is not None and self.masking.dynamic and self._is_update_step(step)
         if self.masking is not None:
-            self.masking.before_forward()
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
-            logits = self.model(x)
-        loss = self.criterion(logits, y, epoch)
-        self._first_bad = torch.where((self._first_bad < 0) & ~torch.isfinite(loss.detach()),
-                                      step, self._first_bad)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.masking is not None and self.masking.dynamic and self._is_update_step(step):
-            self.last_drop_fraction = self._drop_fraction(step)
-            self.masking.update(self.last_drop_fraction, self.optimizer)
-            self.topology_updates += 1
-        elif self.masking is not None:
-            self.masking.step(self.optimizer)
-        else:
-            self.optimizer.step()
-        self.scheduler.step()
-        hits = (logits.detach()[:, :self.num_known].argmax(1) == y).sum()
-        # MOON diagnostic: the batch's summed unknown-class probability (softmax over all K+1),
-        # taken from the loss, which computes it anyway; left on the device (no host sync per step)
-        unknown = self.criterion.last_unknown_sum if self.cfg.unknown_class else None
-        return loss, hits, unknown
-
-    def _csr_train_step(self, x: torch.Tensor, y: torch.Tensor, epoch: int, step: int):
-        """:meth:`_train_step` with the masked linear layers on CSR (moon.sparse.training): the
-        same sequence, with the CSR layers' step and topology update beside ``Masking``'s."""
-        csr = self.csr
-        update = self.masking.dynamic and self._is_update_step(step)
-        self.masking.before_forward(skip=csr.names)
-        csr.before_forward(update)
+            self.masking.before_forward(skip=skip)
+        if csr is not None:
+            csr.before_forward(update)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
             logits = self.model(x)
         loss = self.criterion(logits, y, epoch)
@@ -283,15 +253,32 @@ class Trainer:
         loss.backward()
         if update:
             self.last_drop_fraction = self._drop_fraction(step)
-            csr.update(self.last_drop_fraction)
+            if csr is not None:
+                csr.update(self.last_drop_fraction)
+            else:
+                self.masking.update(self.last_drop_fraction, self.optimizer)
             self.topology_updates += 1
+        elif self.masking is not None:
+            self.masking.step(self.optimizer, skip=skip)
+            if csr is not None:
+                csr.step()
         else:
-            self.masking.step(self.optimizer, skip=csr.names)
-            csr.step()
+            self.optimizer.step()
         self.scheduler.step()
         hits = (logits.detach()[:, :self.num_known].argmax(1) == y).sum()
+        # MOON diagnostic: the batch's summed unknown-class probability (softmax over all K+1),
+        # taken from the loss, which computes it anyway; left on the device (no host sync per step)
         unknown = self.criterion.last_unknown_sum if self.cfg.unknown_class else None
         return loss, hits, unknown
+
+    def _csr_layers(self) -> CsrTraining | None:
+        """The CSR layers' trainer, attached, when any layer runs on CSR (kernel=csr/auto); None
+        runs the masked step (kernel=masked, or auto keeping every layer masked)."""
+        if self.csr is None:
+            return None
+        if not self.csr.attached:
+            self.csr.attach()
+        return self.csr if self.csr.names else None
 
     def _is_update_step(self, step: int) -> bool:
         cfg = self.cfg
