@@ -89,6 +89,12 @@ class WeightAverager:
         return tuple(s for s in range(self.steps_per_epoch)
                      if self.is_snapshot_step(self.start_epoch + 1, s))
 
+    def wants_snapshot(self, epoch: int, step_in_epoch: int) -> bool:
+        """Whether :meth:`on_step` at this step takes a snapshot (a caller can get the weights
+        ready first)."""
+        return ((self.start_epoch == 0 and epoch == 1 and not self._started)
+                or self.is_snapshot_step(epoch, step_in_epoch))
+
     def on_step(self, model: nn.Module, epoch: int, step_in_epoch: int) -> bool:
         """Call after each optimizer step; returns True if a snapshot was taken."""
         took = False

@@ -23,6 +23,7 @@ from typing import Any, Mapping
 from moon.data import ID_SETS
 from moon.ood.registry import DETECTORS as DETECTOR_SPECS
 from moon.ood.sets import default_ood_sets, ood_sets_for
+from moon.sparse.training import KERNELS
 
 MODELS = ("mlp", "lenet5", "resnet18", "wrn")
 METHODS = ("dense", "static", "set", "rigl", "cigl")
@@ -98,6 +99,10 @@ class RunConfig:
     # --- execution ----------------------------------------------------------------------------------
     seed: int = 0                       # seeds weights, masks, data order and OOD set sampling
     device: str = AUTO                  # auto (CUDA when present, else CPU) | cpu | cuda | cuda:N
+    kernel: str = "masked"              # training kernel of sparse linear layers: masked | csr | auto
+                                        # masked: dense x mask (the reference); csr: CSR kernels;
+                                        # auto: per layer, by a one-off timing. Convolutions stay
+                                        # masked. Same masks; metrics equal within float noise
     resume: bool = False                # continue from the checkpoint in the output folder, if any
     overwrite: bool = False             # replace a complete result of another configuration
                                         # in the output folder (otherwise the run refuses)
@@ -260,7 +265,9 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
 
 
 # Fields that say how to run, not what is run: two runs that differ only in them are the same run.
-EXECUTION_FIELDS = ("resume", "overwrite")
+# ``kernel`` is one: masks are the semantics, kernels an execution choice (design.md, section 10),
+# so a checkpoint resumes on either kernel and a study's complete cells are reused whatever ran them.
+EXECUTION_FIELDS = ("resume", "overwrite", "kernel")
 
 
 def differing_fields(saved: Mapping[str, Any], now: Mapping[str, Any]) -> list[str]:
@@ -403,6 +410,16 @@ def _check_optimisation(cfg: RunConfig) -> None:
         raise _bad("weight_decay", cfg.weight_decay, "a number >= 0")
 
 
+def _check_kernel(cfg: RunConfig) -> None:
+    if cfg.kernel not in KERNELS:
+        raise _bad("kernel", cfg.kernel, f"choose one of {', '.join(KERNELS)}")
+    if cfg.kernel == "csr" and cfg.method == "dense":
+        raise _bad("kernel", cfg.kernel, "method=dense has no mask to run sparse; use masked or auto")
+    if cfg.kernel != "masked" and cfg.as_released:
+        raise _bad("kernel", cfg.kernel, "as_released=true needs kernel=masked (the released "
+                                         "DropConnect stashes dense weights every step)")
+
+
 def _check_execution(cfg: RunConfig) -> None:
     if cfg.seed < 0:
         raise _bad("seed", cfg.seed, "an integer >= 0")
@@ -449,4 +466,4 @@ def _check_evaluation(cfg: RunConfig) -> None:
 
 # Order matters: types first, so later rules can compare numbers safely.
 _CHECKS = (_check_types, _check_choices, _check_width, _check_optimisation, _check_sparsity, _check_moon,
-           _check_execution, _check_evaluation)
+           _check_kernel, _check_execution, _check_evaluation)

@@ -16,7 +16,7 @@ stash/restore "DropConnect" (reference section 4.8) for every sparse method.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Collection
 
 import torch
 from torch import nn
@@ -86,9 +86,12 @@ class Masking:
 
     # --- keeping weights sparse -----------------------------------------------------------------
     @torch.no_grad()
-    def apply_(self, optimizer: torch.optim.Optimizer | None = None) -> None:
-        """``W <- W * M`` in place, and the momentum of inactive weights to 0."""
+    def apply_(self, optimizer: torch.optim.Optimizer | None = None, skip: Collection[str] = ()) -> None:
+        """``W <- W * M`` in place, and the momentum of inactive weights to 0. ``skip``: layers
+        trained elsewhere (:mod:`moon.sparse.training`'s CSR layers), left untouched."""
         for name, p in self.params.items():
+            if name in skip:
+                continue
             m = self._factors[name]
             p.mul_(m)
             buf = _momentum(optimizer, p)
@@ -105,22 +108,27 @@ class Masking:
         return self.method == "cigl" and not self.as_released
 
     @torch.no_grad()
-    def before_forward(self) -> None:
-        """CigL: draw ``D`` and make the forward pass see ``s * theta * D * M``."""
+    def before_forward(self, skip: Collection[str] = ()) -> None:
+        """CigL: draw ``D`` and make the forward pass see ``s * theta * D * M``. Layers in
+        ``skip`` get their ``D`` drawn (the random stream stays the masked trainer's) but keep
+        their weights: a CSR layer applies ``D`` to its active values itself."""
         if not self._cigl:
             return
         scale = self.dpnum / (self.dpnum - 1)
         for name, p in self.params.items():
             self.keep[name] = self._draw_keep(p.shape)
+            if name in skip:
+                continue
             self._theta[name] = p.detach().clone()
             p.mul_(self.keep[name] & self.masks[name]).mul_(scale)
 
     @torch.no_grad()
-    def step(self, optimizer: torch.optim.Optimizer) -> None:
-        """One optimizer step that leaves the weights sparse (reference 4.4; CigL A.4)."""
+    def step(self, optimizer: torch.optim.Optimizer, skip: Collection[str] = ()) -> None:
+        """One optimizer step that leaves the weights sparse (reference 4.4; CigL A.4). Layers in
+        ``skip`` (CSR layers, stepped by :mod:`moon.sparse.training`) have no gradient here."""
         if self._cigl:
-            self._cigl_step(optimizer)
-            self.apply_(optimizer)
+            self._cigl_step(optimizer, skip)
+            self.apply_(optimizer, skip)
         elif self.as_released:
             self._released_dropconnect()
             optimizer.step()
@@ -135,19 +143,20 @@ class Masking:
                     p.grad.mul_(self._factors[name])
             optimizer.step()
 
-    def _cigl_step(self, optimizer: torch.optim.Optimizer) -> None:
+    def _cigl_step(self, optimizer: torch.optim.Optimizer, skip: Collection[str] = ()) -> None:
         """Chain rule ``dL/dtheta = s * D * dL/dW``; restore ``theta``; step; undo the step on
         dropped entries (weights and momentum), so ``theta`` changes only where ``D * M = 1``."""
         scale = self.dpnum / (self.dpnum - 1)
         saved = {}
-        for name, p in self.params.items():
+        params = {n: p for n, p in self.params.items() if n not in skip}
+        for name, p in params.items():
             if p.grad is not None:
                 p.grad.mul_(self.keep[name]).mul_(scale)
             p.copy_(self._theta[name])
             buf = _momentum(optimizer, p)
             saved[name] = None if buf is None else buf.clone()
         optimizer.step()
-        for name, p in self.params.items():
+        for name, p in params.items():
             dropped = ~self.keep[name]
             p.copy_(torch.where(dropped, self._theta[name], p))
             buf = _momentum(optimizer, p)
@@ -183,8 +192,8 @@ class Masking:
         if not self.dynamic:
             raise ValueError(f"method={self.method} has a fixed topology")
         if self._theta:  # CigL: rank and grow on theta, not on the scaled, dropped forward weights
-            for name, p in self.params.items():
-                p.copy_(self._theta[name])
+            for name, theta in self._theta.items():
+                self.params[name].copy_(theta)
             self._theta.clear()
         swaps = {}
         for name, p in self.params.items():

@@ -160,6 +160,8 @@ def _train_and_evaluate(cfg: RunConfig, device: torch.device, out: Path | None,
     result.extra["flops"] = training_flops_per_image(
         cfg, result.masks["layers"] if trainer.masking else None, trainer.update_interval)
     result.extra["update_interval"] = trainer.update_interval
+    if trainer.kernel_plan is not None:      # kernel=csr/auto: which layers trained on CSR
+        result.extra["training_kernels"] = trainer.kernel_plan
     result.extra["topology_updates"] = trainer.topology_updates
     result.extra["alpha0"] = trainer.criterion.alpha0
     result.extra["alpha_final_epoch"] = trainer.criterion.alpha

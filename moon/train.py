@@ -39,6 +39,7 @@ from moon.metrics import calibration, fit_temperature
 from moon.models import model_for
 from moon.results import atomic_torch_save
 from moon.rundir import load_checkpoint
+from moon.sparse.training import CsrTraining
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"
@@ -159,6 +160,11 @@ class Trainer:
         self.optimizer = make_optimizer(self.model, cfg)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
         self.masking = Masking.from_config(self.model, cfg) if cfg.is_sparse else None
+        # kernel=csr/auto: masked linear layers train on CSR (moon.sparse.training), attached at
+        # the first step and detached after the last; kernel=masked leaves this loop as it was
+        self.csr = (CsrTraining(self.model, self.masking, self.optimizer, cfg.kernel,
+                                cfg.batch_size)
+                    if self.masking is not None and cfg.kernel != "masked" else None)
         self.criterion = UnknownAwareLoss.from_config(cfg)
         self.criterion.check_targets(self.loaders.train.labels)
         self.averager = (WeightAverager(self.model, cfg.epochs, cfg.averaged_epochs,
@@ -189,7 +195,14 @@ class Trainer:
                 self._train_epoch(epoch, bar)
         finally:
             bar.close()
+            if self.csr is not None and self.csr.attached:
+                self.csr.detach()          # plain layers, dense weights and momentum back
         return self.final_model()
+
+    @property
+    def kernel_plan(self) -> dict[str, str] | None:
+        """Which kernel trained each masked linear layer (None: all masked, the reference)."""
+        return None if self.csr is None or self.csr.plan is None else dict(self.csr.plan)
 
     def _train_epoch(self, epoch: int, bar: tqdm) -> None:
         start = time.perf_counter()
@@ -207,12 +220,16 @@ class Trainer:
                 unknown_sum += unknown
             seen += len(y)
             if self.averager is not None:
+                if self.csr is not None and self.averager.wants_snapshot(epoch, i):
+                    self.csr.sync()        # the snapshot reads the dense weights
                 self.averager.on_step(self.model, epoch, i)
             if i % 50 == 0 or i == self.steps_per_epoch - 1:
                 self._check_finite(epoch)
                 bar.set_description(f"epoch {epoch}/{self.cfg.epochs}")
                 bar.set_postfix(self._postfix(loss_sum / seen, correct / seen), refresh=False)
             bar.update(1)
+        if self.csr is not None:
+            self.csr.sync()
         if self.averager is not None:
             self.averager.on_epoch_end(self.model, epoch)
         self._end_epoch(epoch, float(loss_sum) / seen, int(correct) / seen,
@@ -220,9 +237,13 @@ class Trainer:
                         float(unknown_sum) / seen if self.cfg.unknown_class else None)
 
     def _train_step(self, x: torch.Tensor, y: torch.Tensor, epoch: int, step: int):
-        cfg = self.cfg
+        csr = self._csr_layers()
+        skip = csr.names if csr is not None else ()      # () leaves Masking's step as it was
+        update = self.masking is not None and self.masking.dynamic and self._is_update_step(step)
         if self.masking is not None:
-            self.masking.before_forward()
+            self.masking.before_forward(skip=skip)
+        if csr is not None:
+            csr.before_forward(update)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
             logits = self.model(x)
         loss = self.criterion(logits, y, epoch)
@@ -230,12 +251,17 @@ class Trainer:
                                       step, self._first_bad)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if self.masking is not None and self.masking.dynamic and self._is_update_step(step):
+        if update:
             self.last_drop_fraction = self._drop_fraction(step)
-            self.masking.update(self.last_drop_fraction, self.optimizer)
+            if csr is not None:
+                csr.update(self.last_drop_fraction)
+            else:
+                self.masking.update(self.last_drop_fraction, self.optimizer)
             self.topology_updates += 1
         elif self.masking is not None:
-            self.masking.step(self.optimizer)
+            self.masking.step(self.optimizer, skip=skip)
+            if csr is not None:
+                csr.step()
         else:
             self.optimizer.step()
         self.scheduler.step()
@@ -244,6 +270,15 @@ class Trainer:
         # taken from the loss, which computes it anyway; left on the device (no host sync per step)
         unknown = self.criterion.last_unknown_sum if self.cfg.unknown_class else None
         return loss, hits, unknown
+
+    def _csr_layers(self) -> CsrTraining | None:
+        """The CSR layers' trainer, attached, when any layer runs on CSR (kernel=csr/auto); None
+        runs the masked step (kernel=masked, or auto keeping every layer masked)."""
+        if self.csr is None:
+            return None
+        if not self.csr.attached:
+            self.csr.attach()
+        return self.csr if self.csr.names else None
 
     def _is_update_step(self, step: int) -> bool:
         cfg = self.cfg
@@ -325,11 +360,16 @@ class Trainer:
 
     # --- checkpoints --------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
+        """In the masked trainer's layout whatever the kernel (dense weights and momentum)."""
+        optimizer = self.optimizer.state_dict()
+        if self.csr is not None and self.csr.attached:
+            self.csr.sync()
+            optimizer = self.csr.optimizer_state(optimizer)
         return {"config": self.cfg.to_dict(), "epochs_done": self.epochs_done,
                 "train_seconds": self.train_seconds, "history": self.history,
                 "last_drop_fraction": self.last_drop_fraction,
                 "topology_updates": self.topology_updates,
-                "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "model": self.model.state_dict(), "optimizer": optimizer,
                 "scheduler": self.scheduler.state_dict(), "loss": self.criterion.state_dict(),
                 "masking": self.masking.state_dict() if self.masking else None,
                 "averager": self.averager.state_dict() if self.averager else None,
@@ -338,6 +378,8 @@ class Trainer:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore from :meth:`state_dict`; keys and shapes are checked strictly."""
         _check_same_config(state["config"], self.cfg)
+        if self.csr is not None and self.csr.attached:
+            self.csr.detach()              # re-attached from the loaded state at the next step
         self.model.load_state_dict(state["model"], strict=True)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])

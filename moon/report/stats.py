@@ -29,8 +29,9 @@ log = logging.getLogger(__name__)
 
 PAIRED_COLUMNS = tuple(Paired.__dataclass_fields__)
 # Fields two runs of a pair may differ in besides the compared ones: where they ran, whether they
-# resumed, and the detector list (with "auto" a MOON run adds the unknown-class detectors).
-NOT_PAIRED_ON = ("device", "resume", "detectors", "overwrite")
+# resumed, which kernel trained them (masked or CSR: same masks, float noise), and the detector
+# list (with "auto" a MOON run adds the unknown-class detectors).
+NOT_PAIRED_ON = ("device", "resume", "detectors", "overwrite", "kernel")
 DICE_SWEEP_PREFIX = "extra.dice_sweep."    # columns extra.dice_sweep.<ood set>.<p>: DICE's AUROC
 
 
