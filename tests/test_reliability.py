@@ -7,7 +7,8 @@ Placeholders in argv: ``{tmp}`` is the test's folder, ``{file}`` an existing pla
 random bytes or another configuration's, ``{corrupt}`` a folder whose result.json is not JSON,
 ``{badstudy}`` / ``{badvariant}`` study files with an unknown axis or an undefined variant value,
 ``{run}`` a finished run folder (result.json, model.pt and an earlier export model.csr.pt),
-``{link}`` a symbolic link to ``{run}/result.json``, ``{notbench}`` a folder holding a
+``{link}`` a symbolic link to ``{run}/result.json``, ``{tampered}`` a complete result of the smoke
+configuration whose accuracy was edited to NaN, ``{notbench}`` a folder holding a
 benchmark.json that ``moon benchmark`` did not write, ``{study_KEY}`` the study file
 :data:`BAD_STUDIES` holds under ``KEY``.
 """
@@ -105,6 +106,7 @@ CASES = [
     (["run", *SMOKE, "--out", "{ckpt_trunc}", "resume=true"], "is not a readable checkpoint"),
     (["run", *SMOKE, "--out", "{ckpt_random}", "resume=true"], "is not a readable checkpoint"),
     (["run", *SMOKE, "--out", "{corrupt}"], "is not valid JSON"),
+    (["run", *SMOKE, "--out", "{tampered}", "resume=true"], "id.accuracy is nan; a run writes"),
     # --- data needed by the run, located before training ----------------------------------------
     (["run", *SMOKE, "--out", "{tmp}/k", "ood_sets=kmnist"], "dataset 'kmnist' not found"),
     # --- studies --------------------------------------------------------------------------------
@@ -157,6 +159,21 @@ def _finished_run(folder) -> None:
     (folder / "model.csr.pt").write_bytes(b"an earlier export\n")
 
 
+def _tampered_result(folder) -> None:
+    """A complete result of the smoke preset's configuration whose accuracy was edited to NaN
+    (Python's JSON reader accepts it): never reused."""
+    from moon.config import from_params
+
+    cfg = from_params({}, preset="smoke")
+    save_result(RunResult(config=cfg.to_dict(), status="complete", masks={"density": 1.0},
+                          id={k: 0.5 for k in ("accuracy", "nll", "brier", "ece", "mce",
+                                               "adaptive_ece")},
+                          ood={s: {"msp": {"auroc": 0.9, "aupr_in": 0.9, "aupr_out": 0.9,
+                                           "fpr95": 0.5}} for s in cfg.ood_set_list}), folder)
+    text = (folder / "result.json").read_text().replace('"accuracy": 0.5', '"accuracy": NaN')
+    (folder / "result.json").write_text(text)
+
+
 @pytest.fixture
 def places(tmp_path, fake_data):
     import torch
@@ -177,6 +194,7 @@ def places(tmp_path, fake_data):
     (tmp_path / "badvariant.yaml").write_text(
         "variants:\n  moon: {'on': {unknown_class: true}}\ngrid:\n  - {moon: ['on', maybe]}\n")
     _finished_run(tmp_path / "run")
+    _tampered_result(tmp_path / "tampered")
     (tmp_path / "link").symlink_to(tmp_path / "run" / "result.json")
     (tmp_path / "notbench").mkdir()
     (tmp_path / "notbench" / "benchmark.json").write_text('{"mine": "not a moon benchmark"}\n')
@@ -185,7 +203,7 @@ def places(tmp_path, fake_data):
         studies[f"study_{key}"] = str(tmp_path / f"study-{key}.yaml")
         (tmp_path / f"study-{key}.yaml").write_text(text)
     return {**studies, "run": str(tmp_path / "run"), "link": str(tmp_path / "link"),
-            "notbench": str(tmp_path / "notbench"),"tmp": str(tmp_path), "file": str(tmp_path / "plain.txt"),
+            "notbench": str(tmp_path / "notbench"), "tampered": str(tmp_path / "tampered"), "tmp": str(tmp_path), "file": str(tmp_path / "plain.txt"),
             "other": str(tmp_path / "other"), "corrupt": str(tmp_path / "corrupt"),
             "badstudy": str(tmp_path / "bad.yaml"), "badvariant": str(tmp_path / "badvariant.yaml"),
             **{k: str(tmp_path / k) for k in ("ckpt_zero", "ckpt_trunc", "ckpt_random", "ckpt_other")}}
