@@ -134,6 +134,17 @@ CASES = [
     (["benchmark", "--out", "{notbench}"], "benchmark.json exists"),
     (["data", "imagenet"], "unknown dataset 'imagenet'"),
 ]
+# Broken dataset files, found when loaded, before any compute: (what the fake Fashion-MNIST folder
+# gets, extra argv, expected fragment). See :func:`_broken_fashion`.
+BAD_DATA = {
+    "fewer labels": ({"cut_labels": 20}, [], "holds 120 images but"),
+    "label range": ({"bad_label": 12}, [], "holds label 12 (1 of 120 labels are outside 0..9)"),
+    "14x14 images": ({"size": 14}, [], "hold 1x14x14 images, but dataset=fashion_mnist (and the model"),
+    "truncated idx": ({"truncate": True}, [], "train-images-idx3-ubyte.gz is truncated"),
+    "broken gzip": ({"garbage": True}, [], "t10k-labels-idx1-ubyte.gz cannot be read (BadGzipFile"),
+    "ood is id": ({"mnist_is_fashion": True}, ["ood_sets=mnist"],
+                  "OOD set 'mnist' shares 40 of its 40 images with the ID test set"),
+}
 # argparse's own refusals (exit 2, usage line)
 USAGE_CASES = [
     (["sweep", "ablation", "--workers", "0"], "0 is below 1"),
@@ -331,3 +342,52 @@ def test_ctrl_c_during_a_run_says_how_to_resume(places, ctrl_c, capsys):
 def test_ctrl_c_with_debug_shows_the_traceback(places, ctrl_c):
     with pytest.raises(KeyboardInterrupt):
         cli.main(["--debug", "run", *SMOKE, "--out", os.path.join(places["tmp"], "r")])
+
+
+def _broken_fashion(root, cut_labels=0, bad_label=None, size=28, truncate=False, garbage=False,
+                    mnist_is_fashion=False) -> None:
+    """A Fashion-MNIST folder under ``root`` (IDX .gz, 120 train and 40 test images) with one
+    defect."""
+    import gzip
+    import shutil
+
+    from conftest import balanced_labels, synthetic_images, write_idx
+
+    folder = root / "fashion-mnist"
+    folder.mkdir(parents=True)
+    for prefix, n, seed in (("train", 120, 1), ("t10k", 40, 2)):
+        y = balanced_labels(n, 10, seed)
+        x = synthetic_images(n, (size, size), y, seed)
+        if prefix == "train" and bad_label is not None:
+            y[3] = bad_label
+        write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", x)
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz",
+                  y[:n - cut_labels] if prefix == "train" else y)
+    if truncate:
+        path = folder / "train-images-idx3-ubyte.gz"
+        raw = gzip.decompress(path.read_bytes())
+        path.write_bytes(gzip.compress(raw[: len(raw) // 2]))
+    if garbage:
+        (folder / "t10k-labels-idx1-ubyte.gz").write_bytes(b"\xcc\xd0 not gzip" * 20)
+    if mnist_is_fashion:
+        shutil.copytree(folder, root / "mnist")
+
+
+@pytest.mark.parametrize("case", sorted(BAD_DATA))
+def test_bad_data_is_one_clear_line_before_compute(case, tmp_path, monkeypatch, no_compute, capsys):
+    from moon import data
+
+    defect, argv, fragment = BAD_DATA[case]
+    _broken_fashion(tmp_path / "data", **defect)
+    (tmp_path / "system").mkdir()
+    monkeypatch.setenv("MOON_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("MOON_SYSTEM_DATA", str(tmp_path / "system"))
+    data.clear_cache()
+    try:
+        code = cli.main(["run", *SMOKE, "--out", str(tmp_path / "out"), *argv])
+    finally:
+        data.clear_cache()
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(lines) == 1 and fragment in lines[0], err
+    assert "Traceback" not in err
