@@ -8,7 +8,8 @@ random bytes or another configuration's, ``{corrupt}`` a folder whose result.jso
 ``{badstudy}`` / ``{badvariant}`` study files with an unknown axis or an undefined variant value,
 ``{run}`` a finished run folder (result.json, model.pt and an earlier export model.csr.pt),
 ``{link}`` a symbolic link to ``{run}/result.json``, ``{tampered}`` a complete result of the smoke
-configuration whose accuracy was edited to NaN, ``{notbench}`` a folder holding a
+configuration whose accuracy was edited to NaN, ``{repro_threads}`` / ``{repro_config}`` study
+folders whose one result records -3 torch threads / an unknown config key, ``{notbench}`` a folder holding a
 benchmark.json that ``moon benchmark`` did not write, ``{study_KEY}`` the study file
 :data:`BAD_STUDIES` holds under ``KEY``.
 """
@@ -121,6 +122,8 @@ CASES = [
     (["sweep", "ablation", "--out", "{file}"], "exists and is not a folder"),
     *[(["sweep", "{study_%s}" % key], fragment) for key, (_, fragment) in BAD_STUDIES.items()],
     (["reproduce", "{tmp}/missing"], "does not exist"),
+    (["reproduce", "{repro_threads}"], "provenance.num_threads is -3; a run records a positive"),
+    (["reproduce", "{repro_config}"], "config: unknown config key(s) ['densty']"),
     # --- output files: never a run's own files, never an existing file without --force ----------
     (["export", "{run}", "--out", "{run}/result.json"], "is the run's own result.json"),
     (["export", "{run}", "--out", "{run}/model.pt", "--force"], "is the run's own model.pt"),
@@ -185,6 +188,20 @@ def _tampered_result(folder) -> None:
     (folder / "result.json").write_text(text)
 
 
+def _edited_study_folder(folder, edit) -> None:
+    """A study folder holding one complete run whose result file was then edited by ``edit``."""
+    from moon.config import from_params
+
+    cfg = from_params({}, preset="smoke")
+    result = RunResult(config=cfg.to_dict(), status="complete", masks={"density": 1.0},
+                       id={k: 0.5 for k in ("accuracy", "nll", "brier", "ece", "mce", "adaptive_ece")},
+                       ood={s: {"msp": {"auroc": 0.9, "aupr_in": 0.9, "aupr_out": 0.9, "fpr95": 0.5}}
+                            for s in cfg.ood_set_list}, provenance={"num_threads": 1}).to_dict()
+    edit(result)
+    (folder / "seed=0").mkdir(parents=True)
+    (folder / "seed=0" / "result.json").write_text(json.dumps(result))
+
+
 @pytest.fixture
 def places(tmp_path, fake_data):
     import torch
@@ -206,6 +223,9 @@ def places(tmp_path, fake_data):
         "variants:\n  moon: {'on': {unknown_class: true}}\ngrid:\n  - {moon: ['on', maybe]}\n")
     _finished_run(tmp_path / "run")
     _tampered_result(tmp_path / "tampered")
+    for name, edit in (("repro_threads", lambda d: d["provenance"].update(num_threads=-3)),
+                       ("repro_config", lambda d: d["config"].update(densty=0.1))):
+        _edited_study_folder(tmp_path / name, edit)
     (tmp_path / "link").symlink_to(tmp_path / "run" / "result.json")
     (tmp_path / "notbench").mkdir()
     (tmp_path / "notbench" / "benchmark.json").write_text('{"mine": "not a moon benchmark"}\n')
@@ -214,7 +234,9 @@ def places(tmp_path, fake_data):
         studies[f"study_{key}"] = str(tmp_path / f"study-{key}.yaml")
         (tmp_path / f"study-{key}.yaml").write_text(text)
     return {**studies, "run": str(tmp_path / "run"), "link": str(tmp_path / "link"),
-            "notbench": str(tmp_path / "notbench"), "tampered": str(tmp_path / "tampered"), "tmp": str(tmp_path), "file": str(tmp_path / "plain.txt"),
+            "notbench": str(tmp_path / "notbench"), "tampered": str(tmp_path / "tampered"),
+            "repro_threads": str(tmp_path / "repro_threads"),
+            "repro_config": str(tmp_path / "repro_config"), "tmp": str(tmp_path), "file": str(tmp_path / "plain.txt"),
             "other": str(tmp_path / "other"), "corrupt": str(tmp_path / "corrupt"),
             "badstudy": str(tmp_path / "bad.yaml"), "badvariant": str(tmp_path / "badvariant.yaml"),
             **{k: str(tmp_path / k) for k in ("ckpt_zero", "ckpt_trunc", "ckpt_random", "ckpt_other")}}
