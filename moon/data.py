@@ -21,6 +21,7 @@ import math
 import os
 import pickle
 import struct
+import zlib
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -28,6 +29,9 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
+
+from moon.datacheck import check_cifar_batches, check_idx_splits, check_image_shape
+from moon.errors import BadData
 
 log = logging.getLogger(__name__)
 
@@ -189,14 +193,24 @@ def read_idx(path: str | Path) -> np.ndarray:
     """Read an IDX file (plain or ``.gz``): magic ``0 0 <dtype> <ndim>``, then ``ndim`` big-endian
     uint32 sizes, then the data in C order (LeCun et al., the MNIST file format)."""
     path = Path(path)
-    with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as f:
-        raw = bytearray(f.read())    # bytearray: np.frombuffer gives a writable array
+    try:
+        with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as f:
+            raw = bytearray(f.read())    # bytearray: np.frombuffer gives a writable array
+    except (OSError, EOFError, zlib.error) as err:   # BadGzipFile is an OSError
+        raise BadData(f"{path} cannot be read ({type(err).__name__}: {err}); replace it with "
+                      f"the original file") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
-        raise ValueError(f"{path} is not an IDX file (magic bytes {bytes(raw[:4])!r})")
-    ndim = raw[3]
-    dims = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
-    dtype = np.dtype(_IDX_DTYPES[raw[2]])
-    data = np.frombuffer(raw, dtype=dtype, count=math.prod(dims), offset=4 + 4 * ndim)
+        raise BadData(f"{path} is not an IDX file (magic bytes {bytes(raw[:4])!r})")
+    ndim, dtype = raw[3], np.dtype(_IDX_DTYPES[raw[2]])
+    offset = 4 + 4 * ndim
+    if len(raw) < offset:
+        raise BadData(f"{path} is truncated: it ends inside its header")
+    dims = struct.unpack(f">{ndim}I", raw[4:offset])
+    if len(raw) - offset < math.prod(dims) * dtype.itemsize:
+        raise BadData(f"{path} is truncated: its header says {'x'.join(map(str, dims))} values "
+                      f"({math.prod(dims) * dtype.itemsize} bytes), it holds {len(raw) - offset}; "
+                      f"replace it with the original file")
+    data = np.frombuffer(raw, dtype=dtype, count=math.prod(dims), offset=offset)
     return data.reshape(dims).astype(dtype.newbyteorder("="), copy=False)
 
 
@@ -258,6 +272,7 @@ def read_cifar_pickle(folder: str | Path, train: bool, fine: bool = True
         names = ["train" if train else "test"]
         key = "fine_labels" if fine else "coarse_labels"
     batches = [_unpickle(folder / n) for n in names]
+    check_cifar_batches(folder, names, batches, key)
     x = np.concatenate([np.asarray(b["data"], dtype=np.uint8) for b in batches])
     y = np.concatenate([np.asarray(b[key], dtype=np.int64) for b in batches])
     return x.reshape(-1, 3, 32, 32), y
@@ -290,7 +305,9 @@ def _load_folder(source: str, folder: str) -> _Arrays:
         names = (_cifar_names(path, "batches.meta", "label_names", 10) if not fine
                  else _cifar_names(path, "meta", "fine_label_names", 100))
         return _Arrays(tr[0], tr[1], te[0], te[1], names)
-    arrays = [read_idx(_has_file(path, f)) for f in _IDX_FILES]
+    files = [_has_file(path, f) for f in _IDX_FILES]
+    arrays = [read_idx(f) for f in files]
+    check_idx_splits(files, arrays)
     names = FASHION_CLASSES if source == "fashion_mnist" else tuple(str(i) for i in range(10))
     return _Arrays(arrays[0][:, None], arrays[1].astype(np.int64),
                    arrays[2][:, None], arrays[3].astype(np.int64), names)
@@ -371,6 +388,10 @@ def load_id(name: str, seed: int = 0, download: bool | None = None) -> IDData:
         raise ValueError(f"unknown dataset {name!r}; valid: {', '.join(ID_SETS)}")
     spec = ID_SETS[name]
     arrays = source_arrays(spec.source, download)
+    expected = (spec.channels, spec.size, spec.size)   # what the model is built for
+    for split in (arrays.train_x, arrays.test_x):       # before any model is built (design.md 8)
+        if tuple(split.shape[1:]) != expected:
+            check_image_shape(name, split.shape[1:], expected, find_source(spec.source, False))
     x, y = torch.from_numpy(arrays.train_x), torch.from_numpy(arrays.train_y)
     perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(_SPLIT_SEED))
     n_val = len(y) // _VAL_FRACTION

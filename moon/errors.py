@@ -42,3 +42,9 @@ class OutputExists(MoonError):
 class BadStudy(MoonError, ValueError):
     """A study file (or a study built in Python) is malformed: an unknown key, a wrong shape, a
     name that would leave the output folder. A ``ValueError`` too, as config mistakes are."""
+
+
+class BadData(MoonError, ValueError):
+    """A dataset file is unreadable or disagrees with itself or with the run: a truncated or
+    broken file, images and labels that do not pair up, labels outside the classes, images of
+    another size than the model is built for, an OOD set that holds the ID images."""

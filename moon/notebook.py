@@ -3,7 +3,10 @@
 papermill injects every ``-p NAME VALUE`` as an assignment after the ``parameters`` cell, whether or
 not the template declares ``NAME``; a misspelt name (``-p densty 0.1``) would run the defaults and
 exit 0. :func:`check_parameters`, the first statement after the parameters, refuses such names.
-:func:`show_whole_tables` sets pandas' display options for a page of the book.
+:func:`show_whole_tables` sets pandas' display options for a page of the book, and
+:func:`show_figures_as_images` makes a figure show as a PNG image whatever ``MPLBACKEND`` says.
+:func:`errors_first` prints a bad parameter's one-line message to the terminal that runs papermill,
+before papermill's traceback.
 """
 
 from __future__ import annotations
@@ -49,3 +52,63 @@ def show_whole_tables() -> None:
 
     for option in ("display.max_rows", "display.max_columns", "display.max_colwidth"):
         pd.set_option(option, None)
+
+
+def _png(fig) -> bytes:
+    import io
+
+    from moon.report.plotting import DPI
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight")
+    return buffer.getvalue()
+
+
+def show_figures_as_images() -> None:
+    """Make IPython show a matplotlib figure (returned by a cell or passed to ``display``) as a
+    PNG image, whatever the backend.
+
+    Only matplotlib's inline backend registers that PNG formatter, and it is chosen only when
+    ``MPLBACKEND`` is unset: a shell that exports ``MPLBACKEND=Agg`` (a headless server, CI) made
+    every page of the book show "<Figure size 970x229 with 4 Axes>" instead of its figures.
+    Registering the formatter here does not depend on the backend. Outside IPython it does
+    nothing."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    shell = get_ipython()
+    if shell is None:
+        return
+    from matplotlib.figure import Figure
+
+    shell.display_formatter.formatters["image/png"].for_type(Figure, _png)
+
+
+def _one_line_first(shell, etype, value, tb, tb_offset=None):
+    """IPython's handler for :class:`~moon.errors.MoonError` and ``ValueError``: the message, one
+    line, on the kernel's own stderr (the terminal that started papermill or jupyter), then the
+    usual traceback in the notebook, which papermill needs to see the cell fail."""
+    import sys
+
+    message = " ".join(str(value).split("\n")[:1]) or etype.__name__
+    try:
+        print(f"error: {message}", file=sys.__stderr__, flush=True)
+    except (OSError, ValueError, AttributeError):   # no terminal: the notebook has it anyway
+        pass
+    shell.showtraceback((etype, value, tb), tb_offset=tb_offset)
+
+
+def errors_first() -> None:
+    """Say a bad input in one line first (``papermill ... -p density 2`` ends with dozens of
+    lines of papermill's and the kernel's traceback, the message last); the traceback stays in
+    the notebook. Outside IPython it does nothing."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    shell = get_ipython()
+    if shell is not None:
+        from moon.errors import MoonError
+
+        shell.set_custom_exc((MoonError, ValueError), _one_line_first)

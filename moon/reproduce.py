@@ -74,15 +74,14 @@ def rerun(run_dir: str | Path, tolerance: float = 0.0, out: str | Path | None = 
     folder) with the torch threads its provenance records, and compare the metrics."""
     import torch
 
-    from moon.config import RunConfig
+    from moon.config import from_params
     from moon.runner import run
 
-    committed = load_result(run_dir)
-    cfg = RunConfig(**{**committed.config, "resume": False})
-    threads = committed.provenance.get("num_threads")
+    committed, threads = _committed(run_dir)
+    cfg = from_params({**committed.config, "resume": False})
     before = torch.get_num_threads()
     if threads:
-        torch.set_num_threads(int(threads))
+        torch.set_num_threads(threads)
     try:
         with tempfile.TemporaryDirectory() as tmp:
             fresh = run(cfg, Path(out) if out else Path(tmp), progress=False)
@@ -92,6 +91,27 @@ def rerun(run_dir: str | Path, tolerance: float = 0.0, out: str | Path | None = 
         raise RuntimeError(f"the rerun of {run_dir} failed: {fresh.error}")
     count, largest, worst, same = compare(flatten(committed), flatten(fresh), tolerance)
     return Check(str(run_dir), count, largest, worst, same)
+
+
+def _committed(run_dir: str | Path):
+    """The committed result of ``run_dir`` and the torch thread count it records (None when not
+    recorded), checked before anything runs: a result that is not what a run writes, or a thread
+    count that is not a positive whole number, raises :class:`~moon.errors.CorruptFile` naming
+    the file (not torch's ``set_num_threads`` error or a ``TypeError`` from the config)."""
+    from moon.errors import CorruptFile
+    from moon.resultcheck import check_result
+    from moon.results import result_path
+
+    path = result_path(run_dir)
+    committed = load_result(run_dir)
+    check_result(committed, path)
+    provenance = committed.provenance if isinstance(committed.provenance, dict) else {}
+    threads = provenance.get("num_threads")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
+                                or threads < 1):
+        raise CorruptFile(f"{path}: provenance.num_threads is {threads!r}; a run records a "
+                          f"positive whole number of torch threads (or null)")
+    return committed, threads
 
 
 def reproduce(folder: str | Path, cells: int = 4, tolerance: float = 0.0,

@@ -124,7 +124,9 @@ def _atomic_file(path: str | os.PathLike) -> Iterator[IO[bytes]]:
     """Yield a binary temp file beside ``path``; on success fsync and ``os.replace`` it onto ``path``.
 
     On any failure (in the caller's block, the fsync or the replace) the temp file is removed and the
-    previous ``path``, if any, is untouched.
+    previous ``path``, if any, is untouched. A failed write (a full disk, an I/O error: an
+    ``OSError``, or torch's ``RuntimeError`` "enforce fail at inline_container.cc", which loses
+    the errno) raises :class:`~moon.errors.NotWritable` saying so in one line.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -138,11 +140,38 @@ def _atomic_file(path: str | os.PathLike) -> Iterator[IO[bytes]]:
         os.chmod(tmp.name, 0o666 & ~_umask())   # temp files are private; results are not
         check_lock(path.parent)                 # the folder is still this writer's (design.md 8)
         os.replace(tmp.name, path)
-    except BaseException:
+    except BaseException as err:
         with contextlib.suppress(OSError):
             os.unlink(tmp.name)
+        if isinstance(err, OSError) or (isinstance(err, RuntimeError) and _TORCH_WRITE in str(err)):
+            raise _write_error(path, err) from None
         raise
     _fsync_dir(path.parent)
+
+
+_TORCH_WRITE = "inline_container"     # torch.save's writer failed (it keeps no errno)
+
+
+def _write_error(path: Path, err: BaseException):
+    """One line for a failed write of ``path``: what was written, why, and that nothing complete
+    was touched (the temporary is gone; the previous file, if any, is as it was)."""
+    import errno
+    import shutil
+
+    from moon.errors import NotWritable
+
+    try:
+        full = getattr(err, "errno", None) == errno.ENOSPC or \
+            shutil.disk_usage(path.parent).free < 1 << 20
+    except OSError:
+        full = False
+    reason = ("the disk is full (no space left on device)" if full else
+              getattr(err, "strerror", None) or str(err).splitlines()[0])
+    kept = (f"the {path.name} there is as it was" if path.exists()
+            else f"no {path.name} was written")
+    return NotWritable(f"cannot write {path}: {reason}; nothing complete was touched ({kept}, "
+                       f"the partial file was removed): free space or write elsewhere, then "
+                       f"run again")
 
 
 def _umask() -> int:

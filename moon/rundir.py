@@ -43,8 +43,8 @@ RUN_FILES = ("result.json", "result.failed.json", "model.pt", "checkpoint.pt", "
              "model.dense.pt")
 # What a run folder keeps as its record: a folder holding one of these is a run folder, and no
 # other command writes a file of these names there, not even with --force.
-RUN_RECORDS = ("result.json", "result.failed.json", "model.pt", "checkpoint.pt", "ood_eval.ipynb",
-               "ood_eval.failed.ipynb", LOCK_FILE)
+RUN_RECORDS = ("result.json", "result.failed.json", "result.corrupt.json", "model.pt",
+               "checkpoint.pt", "ood_eval.ipynb", "ood_eval.failed.ipynb", LOCK_FILE)
 _TEMP_PID = re.compile(r"^\..+\.pid(\d+)\..*\.tmp$")
 
 
@@ -87,10 +87,12 @@ class FolderState:
 def inspect_folder(folder: str | os.PathLike, config: dict, resume: bool) -> FolderState:
     """What ``folder`` holds for a run of ``config`` (a RunConfig dict).
 
-    Raises :class:`CorruptFile` when ``result.json`` cannot be read, since neither reusing nor
-    replacing it is safe to decide silently.
+    Raises :class:`CorruptFile` when ``result.json`` cannot be read, or is a complete result of
+    this configuration whose metrics are not what a run writes (:mod:`moon.resultcheck`), since
+    neither reusing nor replacing it is safe to decide silently.
     """
     from moon.config import differing_fields
+    from moon.resultcheck import check_result
     from moon.results import RESULT_FILE, RESULT_SCHEMA, load_result
 
     folder = Path(folder)
@@ -111,6 +113,11 @@ def inspect_folder(folder: str | os.PathLike, config: dict, resume: bool) -> Fol
     if schema > RESULT_SCHEMA:
         return FolderState("other", f"written by a newer moon (result schema {schema}, this code "
                                     f"reads up to {RESULT_SCHEMA})", done)
+    try:
+        check_result(done, path)          # never reuse metrics a run did not write
+    except CorruptFile as err:
+        raise CorruptFile(f"{err}; move it aside to run this configuration again (a study does "
+                          f"that itself), or pass overwrite=true to replace it") from None
     model = folder / "model.pt"
     if model.exists():
         try:
@@ -118,6 +125,43 @@ def inspect_folder(folder: str | os.PathLike, config: dict, resume: bool) -> Fol
         except CorruptFile as err:
             return FolderState("same", str(err), done)
     return FolderState("reusable" if resume else "same", "", done)
+
+
+def corrupt_reason(folder: str | os.PathLike) -> str | None:
+    """Why ``folder/result.json`` cannot be used (unreadable, or a complete result whose metrics
+    or config are not what a run writes), or None when it is absent or sound."""
+    from moon.resultcheck import check_result
+    from moon.results import RESULT_FILE, load_result
+
+    path = Path(folder) / RESULT_FILE
+    if not path.exists():
+        return None
+    try:
+        done = load_result(path)
+        if done.status == "complete":
+            check_result(done, path)
+    except (ValueError, OSError, CorruptFile) as err:
+        return str(err)
+    return None
+
+
+def set_aside(folder: str | os.PathLike, reason: str) -> Path:
+    """Rename a corrupt ``folder/result.json`` to ``result.corrupt.json`` (``result.corrupt.N.json``
+    when taken) and record ``reason`` beside it, so a rerun of the cell loses nothing (design.md,
+    section 8). Call it under the folder's lock. Returns the new path."""
+    folder = Path(folder)
+    n = 0
+    while (folder / _corrupt_name(n)).exists() or (folder / _corrupt_name(n, ".txt")).exists():
+        n += 1
+    kept = folder / _corrupt_name(n)
+    os.replace(folder / "result.json", kept)
+    (folder / _corrupt_name(n, ".txt")).write_text(reason + "\n", encoding="utf-8")
+    log.warning("set aside %s: %s", kept, reason)
+    return kept
+
+
+def _corrupt_name(n: int, suffix: str = ".json") -> str:
+    return f"result.corrupt{'' if n == 0 else f'.{n}'}{suffix}"
 
 
 def refuse_other(folder: Path, state: FolderState) -> FolderInUse:

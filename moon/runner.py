@@ -15,7 +15,7 @@ from moon.data import load_id
 from moon.evaluate import capped, evaluate
 from moon.masking import maskable_parameters
 from moon.config import differing_fields
-from moon.errors import FolderInUse, LockLost
+from moon.errors import CorruptFile, FolderInUse, LockLost
 from moon.results import FAILED_FILE, RunResult, atomic_torch_save, now_iso, provenance, save_result
 from moon.rundir import (
     FolderLock,
@@ -24,6 +24,7 @@ from moon.rundir import (
     load_checkpoint,
     refuse_other,
     remove_stale_temporaries,
+    set_aside,
 )
 from moon.train import CHECKPOINT, Trainer, check_learned, check_scores, resolve_device
 
@@ -38,8 +39,9 @@ def run(cfg: RunConfig, out_dir: str | Path | None = None, raise_on_failure: boo
     The folder is locked for the run's life and checked before any compute (design.md, section
     8): a complete result of *another* configuration there is never written over (the run stops
     with :class:`~moon.errors.FolderInUse` unless ``cfg.overwrite``); a second writer stops with
-    :class:`~moon.errors.FolderLocked`; an unreadable ``result.json`` stops with
-    :class:`~moon.errors.CorruptFile`. These refusals are raised whatever ``raise_on_failure``.
+    :class:`~moon.errors.FolderLocked`; an unreadable ``result.json``, or one whose metrics are not
+    what a run writes, stops with :class:`~moon.errors.CorruptFile` (with ``cfg.overwrite`` it is
+    kept as ``result.corrupt.json`` and the run goes on). These refusals are raised whatever ``raise_on_failure``.
 
     With ``cfg.resume`` a finished result of the same configuration (whose model file loads) is
     returned as it is, and an interrupted run continues from its last epoch checkpoint. A failure
@@ -53,7 +55,13 @@ def run(cfg: RunConfig, out_dir: str | Path | None = None, raise_on_failure: boo
     out = Path(out_dir)
     with FolderLock(out):
         remove_stale_temporaries(out)
-        state = inspect_folder(out, cfg.to_dict(), cfg.resume)
+        try:
+            state = inspect_folder(out, cfg.to_dict(), cfg.resume)
+        except CorruptFile as err:
+            if not cfg.overwrite:
+                raise
+            set_aside(out, str(err))          # overwrite replaces it, but keeps it aside
+            state = inspect_folder(out, cfg.to_dict(), cfg.resume)
         if state.kind == "reusable":
             log.info("reusing the finished run in %s", out)
             return state.result

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from moon.config import RunConfig, differing_fields, field_names, from_params
-from moon.errors import BadStudy, FolderInUse, FolderLocked
+from moon.errors import BadStudy, FolderInUse, FolderLocked, MoonError
 from moon.rundir import StudyLock
 
 log = logging.getLogger(__name__)
@@ -192,7 +192,8 @@ def run_study(study: Study | str, out_dir: str | Path, preset: str | None = None
     the whole study (:class:`~moon.errors.FolderInUse`; ``overwrite=True`` replaces them), and so
     does a live study of other settings writing into ``out_dir`` (:class:`~moon.errors.FolderLocked`).
     Two studies of the same settings share the cells: a cell another process is running is
-    reported ``busy`` and left to it. A cell whose ``result.json`` is unreadable is ``failed``.
+    reported ``busy`` and left to it. A cell whose ``result.json`` is unreadable or not what a run
+    writes (:mod:`moon.resultcheck`) runs again, its file kept as ``result.corrupt.json``.
     """
     from tqdm import tqdm
 
@@ -221,8 +222,8 @@ def run_study(study: Study | str, out_dir: str | Path, preset: str | None = None
 
 
 def _plan(cells: list[Cell], out: Path) -> tuple[list, dict[str, str]]:
-    """The jobs to run, and the statuses of the cells that need none (complete, unreadable);
-    refuses, before anything runs, to write over complete results of another configuration."""
+    """The jobs to run, and the statuses of the cells that need none (complete); a cell whose
+    result is corrupt is a job (its file is set aside, never deleted); refuses, before anything runs, to write over complete results of another configuration."""
     from moon.errors import CorruptFile
     from moon.rundir import inspect_folder
 
@@ -232,9 +233,9 @@ def _plan(cells: list[Cell], out: Path) -> tuple[list, dict[str, str]]:
         cfg = cell.config.replace(resume=True)
         try:
             state = inspect_folder(folder, cfg.to_dict(), resume=True)
-        except CorruptFile as err:
-            log.error("cell %s failed: %s", cell.name, err)
-            statuses[cell.name] = "failed"
+        except CorruptFile as err:        # run again; _run_cell keeps the file aside first
+            log.warning("cell %s runs again: %s", cell.name, err)
+            jobs.append((cfg, str(folder)))
             continue
         if state.kind == "reusable":
             statuses[cell.name] = "complete"
@@ -271,7 +272,7 @@ def _run_cell(job: tuple[RunConfig, str], threads: int | None = None,
 
     import moon
     from moon.errors import MoonError
-    from moon.rundir import TOKEN_ENV, FolderLock
+    from moon.rundir import TOKEN_ENV, FolderLock, corrupt_reason, set_aside
 
     if threads:
         torch.set_num_threads(threads)
@@ -287,6 +288,9 @@ def _run_cell(job: tuple[RunConfig, str], threads: int | None = None,
     previous = os.environ.get(TOKEN_ENV)
     os.environ[TOKEN_ENV] = lock.token        # the run (or its kernel) works under this lock
     try:
+        reason = corrupt_reason(out)
+        if reason:                            # kept beside the rerun, never over it
+            set_aside(out, reason)
         if via == "notebook":
             return _run_notebook(cfg, Path(out))
         result = moon.run(cfg, out, raise_on_failure=False, progress=False)
@@ -401,25 +405,41 @@ def _execute_ray(jobs: list, workers: int, via: str, bar) -> list[tuple[str, str
     return out
 
 
+class Collected(list):
+    """The results :func:`collect` kept, with ``corrupt``: ``[(path, reason)]`` for the result
+    files it left out because they are not what a run writes (listed apart by the report, never
+    averaged, never silently dropped)."""
+
+    def __init__(self, results=(), corrupt=()):
+        super().__init__(results)
+        self.corrupt = list(corrupt)
+
+
 def collect(study: Study | str, out_dir: str | Path, preset: str | None = None,
             only: dict[str, list[Any]] | None = None, exact: bool = True,
-            **overrides: Any) -> list:
+            **overrides: Any) -> Collected:
     """The complete results of exactly this study's cells (for ``preset`` and ``overrides``) in
     ``out_dir``: cells not run yet, failed, or run with another configuration are left out.
     ``exact=False`` keeps a cell's complete result even when its configuration differs from what
-    the cell would run today (a committed study shown as it ran; the differences are logged)."""
+    the cell would run today (a committed study shown as it ran; the differences are logged).
+    A file that cannot be read, or whose metrics or config are not what a run writes
+    (:mod:`moon.resultcheck`), is left out and listed in the answer's ``corrupt``."""
+    from moon.resultcheck import check_result
     from moon.results import RESULT_FILE, load_result
 
     study = load_study(study) if not isinstance(study, Study) else study
-    results = []
+    results = Collected()
     for cell in study.cells(preset, only, **overrides):
         path = Path(out_dir) / cell.name / RESULT_FILE
         if not path.exists():
             continue
         try:
             result = load_result(path)
-        except ValueError as err:          # an unreadable file: reported, never a crash
-            log.error("skipping %s: %s", path, err)
+            if result.status == "complete":
+                check_result(result, path)
+        except (ValueError, MoonError) as err:     # reported apart, never a crash
+            log.error("leaving out %s: %s", path, err)
+            results.corrupt.append((str(path), str(err)))
             continue
         differs = differing_fields(result.config, cell.config.to_dict())
         if result.status == "complete" and (not differs or not exact):

@@ -78,8 +78,10 @@ def study_params(study: str, only: dict | None = None) -> dict:
 def check(fields: list[str] | None = None, extra: tuple[str, ...] = ()) -> str:
     """The first lines after the parameters: refuse ``-p`` names the template does not declare."""
     args = "globals()" + (f", {fields!r}" if fields is not None else "") + (f", extra={extra!r}" if extra else "")
-    return (f"from moon.notebook import check_parameters, show_whole_tables\n"
-            f"check_parameters({args})\nshow_whole_tables()\n")
+    return ("from moon.notebook import (check_parameters, errors_first, show_figures_as_images,\n"
+            "                           show_whole_tables)\n"
+            f"errors_first()\ncheck_parameters({args})\nshow_whole_tables()\n"
+            "show_figures_as_images()\n")
 
 
 STUDY_CELLS = check(STUDY_FIELDS, ("study", "only", "run_missing")) + """
@@ -93,7 +95,7 @@ logging.basicConfig(stream=sys.stdout, level=logging.WARNING, format="%(message)
 from IPython.display import Markdown, display
 from moon.config import overrides_from_namespace
 from moon.report import figures, headline, run_figures, stats, tables
-from moon.report.frame import by_model, describe_runs, results_frame
+from moon.report.frame import by_model, corrupt_markdown, describe_runs, results_frame
 from moon.study import collect, run_study
 
 overrides = overrides_from_namespace(globals())
@@ -105,7 +107,9 @@ if run_missing:
 # without run_missing, a committed study is shown as it ran (even if a default changed since)
 results = collect(study, out_dir, preset=preset, only=only, exact=run_missing, **overrides)
 frame = results_frame(results)
-Markdown(f"**Results shown:** study `{study}`, {describe_runs(frame)} (`{out_dir}`).")"""
+left_out = corrupt_markdown(frame)      # files that are not what a run writes: listed, not averaged
+Markdown(f"**Results shown:** study `{study}`, {describe_runs(frame)} (`{out_dir}`)."
+         + (f"\n\n{left_out}" if left_out else ""))"""
 
 TEMPLATES = {
     "ood_eval": notebook(

@@ -3,6 +3,7 @@ logits with CSR and dense kernels, loads with weights_only, stays within its siz
 kernel chooser keeps what it measured to be faster."""
 
 import random
+import re
 
 import pytest
 import torch
@@ -262,3 +263,37 @@ def test_export_never_replaces_the_model_it_reads(tmp_path):
     with pytest.raises(MoonError, match="is the run's own model.pt"):
         export(run, out=run / MODEL_FILE, force=True)
     assert (run / MODEL_FILE).read_bytes() == before
+
+
+def _first_csr(state):
+    return next(k for k, layer in state["layers"].items() if layer["storage"] == "csr")
+
+
+def _break_indices(state):
+    dtype = state["layers"][_first_csr(state)]["index"]
+    blob = state["blobs"][dtype]
+    blob[len(blob) // 2] = torch.iinfo(blob.dtype).max
+
+
+MALFORMED = {   # edit of a good export -> fragment of the one-line refusal
+    "another architecture": (lambda s: s["config"].update(model="lenet5"),
+                             "is no weight of the architecture its config describes"),
+    "no version": (lambda s: s.pop("version"), "has no export version"),
+    "broken csr indices": (_break_indices, "is not a well-formed moon sparse export"),
+    "nan weight": (lambda s: s["blobs"]["float32"].__setitem__(0, float("nan")), "non-finite"),
+    "inf weight": (lambda s: s["blobs"]["float32"].__setitem__(-1, float("inf")), "non-finite"),
+    "layers a list": (lambda s: s.__setitem__("layers", [1, 2]), "layers is list"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED))
+def test_a_malformed_export_is_refused_in_one_line(case, tmp_path):
+    from moon.errors import MoonError
+
+    state = torch.load(export(masked_run(tmp_path / "run", "mlp", 0.05)).path, weights_only=True)
+    edit, fragment = MALFORMED[case]
+    edit(state)
+    torch.save(state, tmp_path / "bad.pt")
+    with pytest.raises(MoonError, match=re.escape(fragment)) as refused:
+        load_exported(tmp_path / "bad.pt")
+    assert str(tmp_path / "bad.pt") in str(refused.value) and "\n" not in str(refused.value)

@@ -93,3 +93,60 @@ def test_readme_examples_write_two_folders(fake_data, tmp_path):
     results = sorted((tmp_path / "runs" / "ood_eval").glob("*/result.json"))
     assert len(results) == 2
     assert {json.loads(p.read_text())["status"] for p in results} == {"complete"}
+
+
+def _figure_notebook(path: Path, setup: bool) -> None:
+    import nbformat
+
+    cells = ["from moon.notebook import show_figures_as_images\nshow_figures_as_images()"] if setup else []
+    cells += ["from moon.report.plotting import panel_grid\nfig, axes = panel_grid(2, 2, 1.5)\nfig",
+              "from IPython.display import display\ndisplay(fig)"]
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+
+
+def _figure_outputs(path: Path) -> list[dict]:
+    return [o for cell in json.loads(path.read_text())["cells"][-2:] for o in cell["outputs"]]
+
+
+@pytest.mark.parametrize("backend", ["Agg", None])
+def test_figures_are_images_whatever_mplbackend_says(backend, tmp_path, monkeypatch):
+    """A shell that exports MPLBACKEND=Agg once made every figure of the book the text
+    "<Figure size 970x229 with 4 Axes>"."""
+    if backend is None:
+        monkeypatch.delenv("MPLBACKEND", raising=False)
+    else:
+        monkeypatch.setenv("MPLBACKEND", backend)
+    _figure_notebook(tmp_path / "in.ipynb", setup=True)
+    pm.execute_notebook(str(tmp_path / "in.ipynb"), str(tmp_path / "out.ipynb"),
+                        progress_bar=False, kernel_name="python3", cwd=str(tmp_path))
+    outputs = _figure_outputs(tmp_path / "out.ipynb")
+    assert len(outputs) == 2 and all("image/png" in o.get("data", {}) for o in outputs), outputs
+    # the text is only the fallback beside the image (as with the inline backend), never alone
+    assert not [o for o in outputs if "image/png" not in o.get("data", {})
+                and "<Figure size" in json.dumps(o)]
+
+
+@pytest.mark.parametrize("path", TEMPLATES, ids=lambda p: p.name)
+def test_every_template_shows_figures_as_images(path):
+    """The first cell after the parameters registers the PNG formatter (any MPLBACKEND)."""
+    sources = ["".join(c["source"]) for c in json.loads(path.read_text())["cells"]
+               if c["cell_type"] == "code"]
+    assert any("show_figures_as_images()" in s for s in sources), path.name
+
+
+def test_a_bad_parameter_is_said_in_one_line_before_the_traceback(tmp_path):
+    """``papermill notebooks/ood_eval.ipynb out.ipynb -p density 2`` printed 80 lines of
+    papermill's and the kernel's traceback with the message last."""
+    import subprocess
+    import sys
+
+    template = Path(__file__).parent.parent / "notebooks" / "ood_eval.ipynb"
+    done = subprocess.run([sys.executable, "-m", "papermill", str(template),
+                           str(tmp_path / "out.ipynb"), "-p", "density", "2", "--no-progress-bar"],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    lines = done.stderr.splitlines()
+    first = next(i for i, line in enumerate(lines) if "Traceback" in line or "error:" in line)
+    assert done.returncode != 0
+    assert lines[first] == "error: density=2 is not allowed: a fraction in (0, 1]", done.stderr

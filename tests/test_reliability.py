@@ -7,7 +7,9 @@ Placeholders in argv: ``{tmp}`` is the test's folder, ``{file}`` an existing pla
 random bytes or another configuration's, ``{corrupt}`` a folder whose result.json is not JSON,
 ``{badstudy}`` / ``{badvariant}`` study files with an unknown axis or an undefined variant value,
 ``{run}`` a finished run folder (result.json, model.pt and an earlier export model.csr.pt),
-``{link}`` a symbolic link to ``{run}/result.json``, ``{notbench}`` a folder holding a
+``{link}`` a symbolic link to ``{run}/result.json``, ``{tampered}`` a complete result of the smoke
+configuration whose accuracy was edited to NaN, ``{repro_threads}`` / ``{repro_config}`` study
+folders whose one result records -3 torch threads / an unknown config key, ``{notbench}`` a folder holding a
 benchmark.json that ``moon benchmark`` did not write, ``{study_KEY}`` the study file
 :data:`BAD_STUDIES` holds under ``KEY``.
 """
@@ -105,6 +107,7 @@ CASES = [
     (["run", *SMOKE, "--out", "{ckpt_trunc}", "resume=true"], "is not a readable checkpoint"),
     (["run", *SMOKE, "--out", "{ckpt_random}", "resume=true"], "is not a readable checkpoint"),
     (["run", *SMOKE, "--out", "{corrupt}"], "is not valid JSON"),
+    (["run", *SMOKE, "--out", "{tampered}", "resume=true"], "id.accuracy is nan; a run writes"),
     # --- data needed by the run, located before training ----------------------------------------
     (["run", *SMOKE, "--out", "{tmp}/k", "ood_sets=kmnist"], "dataset 'kmnist' not found"),
     # --- studies --------------------------------------------------------------------------------
@@ -119,6 +122,8 @@ CASES = [
     (["sweep", "ablation", "--out", "{file}"], "exists and is not a folder"),
     *[(["sweep", "{study_%s}" % key], fragment) for key, (_, fragment) in BAD_STUDIES.items()],
     (["reproduce", "{tmp}/missing"], "does not exist"),
+    (["reproduce", "{repro_threads}"], "provenance.num_threads is -3; a run records a positive"),
+    (["reproduce", "{repro_config}"], "config: unknown config key(s) ['densty']"),
     # --- output files: never a run's own files, never an existing file without --force ----------
     (["export", "{run}", "--out", "{run}/result.json"], "is the run's own result.json"),
     (["export", "{run}", "--out", "{run}/model.pt", "--force"], "is the run's own model.pt"),
@@ -132,6 +137,17 @@ CASES = [
     (["benchmark", "--out", "{notbench}"], "benchmark.json exists"),
     (["data", "imagenet"], "unknown dataset 'imagenet'"),
 ]
+# Broken dataset files, found when loaded, before any compute: (what the fake Fashion-MNIST folder
+# gets, extra argv, expected fragment). See :func:`_broken_fashion`.
+BAD_DATA = {
+    "fewer labels": ({"cut_labels": 20}, [], "holds 120 images but"),
+    "label range": ({"bad_label": 12}, [], "holds label 12 (1 of 120 labels are outside 0..9)"),
+    "14x14 images": ({"size": 14}, [], "hold 1x14x14 images, but dataset=fashion_mnist (and the model"),
+    "truncated idx": ({"truncate": True}, [], "train-images-idx3-ubyte.gz is truncated"),
+    "broken gzip": ({"garbage": True}, [], "t10k-labels-idx1-ubyte.gz cannot be read (BadGzipFile"),
+    "ood is id": ({"mnist_is_fashion": True}, ["ood_sets=mnist"],
+                  "OOD set 'mnist' shares 40 of its 40 images with the ID test set"),
+}
 # argparse's own refusals (exit 2, usage line)
 USAGE_CASES = [
     (["sweep", "ablation", "--workers", "0"], "0 is below 1"),
@@ -157,6 +173,35 @@ def _finished_run(folder) -> None:
     (folder / "model.csr.pt").write_bytes(b"an earlier export\n")
 
 
+def _tampered_result(folder) -> None:
+    """A complete result of the smoke preset's configuration whose accuracy was edited to NaN
+    (Python's JSON reader accepts it): never reused."""
+    from moon.config import from_params
+
+    cfg = from_params({}, preset="smoke")
+    save_result(RunResult(config=cfg.to_dict(), status="complete", masks={"density": 1.0},
+                          id={k: 0.5 for k in ("accuracy", "nll", "brier", "ece", "mce",
+                                               "adaptive_ece")},
+                          ood={s: {"msp": {"auroc": 0.9, "aupr_in": 0.9, "aupr_out": 0.9,
+                                           "fpr95": 0.5}} for s in cfg.ood_set_list}), folder)
+    text = (folder / "result.json").read_text().replace('"accuracy": 0.5', '"accuracy": NaN')
+    (folder / "result.json").write_text(text)
+
+
+def _edited_study_folder(folder, edit) -> None:
+    """A study folder holding one complete run whose result file was then edited by ``edit``."""
+    from moon.config import from_params
+
+    cfg = from_params({}, preset="smoke")
+    result = RunResult(config=cfg.to_dict(), status="complete", masks={"density": 1.0},
+                       id={k: 0.5 for k in ("accuracy", "nll", "brier", "ece", "mce", "adaptive_ece")},
+                       ood={s: {"msp": {"auroc": 0.9, "aupr_in": 0.9, "aupr_out": 0.9, "fpr95": 0.5}}
+                            for s in cfg.ood_set_list}, provenance={"num_threads": 1}).to_dict()
+    edit(result)
+    (folder / "seed=0").mkdir(parents=True)
+    (folder / "seed=0" / "result.json").write_text(json.dumps(result))
+
+
 @pytest.fixture
 def places(tmp_path, fake_data):
     import torch
@@ -177,6 +222,10 @@ def places(tmp_path, fake_data):
     (tmp_path / "badvariant.yaml").write_text(
         "variants:\n  moon: {'on': {unknown_class: true}}\ngrid:\n  - {moon: ['on', maybe]}\n")
     _finished_run(tmp_path / "run")
+    _tampered_result(tmp_path / "tampered")
+    for name, edit in (("repro_threads", lambda d: d["provenance"].update(num_threads=-3)),
+                       ("repro_config", lambda d: d["config"].update(densty=0.1))):
+        _edited_study_folder(tmp_path / name, edit)
     (tmp_path / "link").symlink_to(tmp_path / "run" / "result.json")
     (tmp_path / "notbench").mkdir()
     (tmp_path / "notbench" / "benchmark.json").write_text('{"mine": "not a moon benchmark"}\n')
@@ -185,7 +234,9 @@ def places(tmp_path, fake_data):
         studies[f"study_{key}"] = str(tmp_path / f"study-{key}.yaml")
         (tmp_path / f"study-{key}.yaml").write_text(text)
     return {**studies, "run": str(tmp_path / "run"), "link": str(tmp_path / "link"),
-            "notbench": str(tmp_path / "notbench"),"tmp": str(tmp_path), "file": str(tmp_path / "plain.txt"),
+            "notbench": str(tmp_path / "notbench"), "tampered": str(tmp_path / "tampered"),
+            "repro_threads": str(tmp_path / "repro_threads"),
+            "repro_config": str(tmp_path / "repro_config"), "tmp": str(tmp_path), "file": str(tmp_path / "plain.txt"),
             "other": str(tmp_path / "other"), "corrupt": str(tmp_path / "corrupt"),
             "badstudy": str(tmp_path / "bad.yaml"), "badvariant": str(tmp_path / "badvariant.yaml"),
             **{k: str(tmp_path / k) for k in ("ckpt_zero", "ckpt_trunc", "ckpt_random", "ckpt_other")}}
@@ -313,3 +364,52 @@ def test_ctrl_c_during_a_run_says_how_to_resume(places, ctrl_c, capsys):
 def test_ctrl_c_with_debug_shows_the_traceback(places, ctrl_c):
     with pytest.raises(KeyboardInterrupt):
         cli.main(["--debug", "run", *SMOKE, "--out", os.path.join(places["tmp"], "r")])
+
+
+def _broken_fashion(root, cut_labels=0, bad_label=None, size=28, truncate=False, garbage=False,
+                    mnist_is_fashion=False) -> None:
+    """A Fashion-MNIST folder under ``root`` (IDX .gz, 120 train and 40 test images) with one
+    defect."""
+    import gzip
+    import shutil
+
+    from conftest import balanced_labels, synthetic_images, write_idx
+
+    folder = root / "fashion-mnist"
+    folder.mkdir(parents=True)
+    for prefix, n, seed in (("train", 120, 1), ("t10k", 40, 2)):
+        y = balanced_labels(n, 10, seed)
+        x = synthetic_images(n, (size, size), y, seed)
+        if prefix == "train" and bad_label is not None:
+            y[3] = bad_label
+        write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", x)
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz",
+                  y[:n - cut_labels] if prefix == "train" else y)
+    if truncate:
+        path = folder / "train-images-idx3-ubyte.gz"
+        raw = gzip.decompress(path.read_bytes())
+        path.write_bytes(gzip.compress(raw[: len(raw) // 2]))
+    if garbage:
+        (folder / "t10k-labels-idx1-ubyte.gz").write_bytes(b"\xcc\xd0 not gzip" * 20)
+    if mnist_is_fashion:
+        shutil.copytree(folder, root / "mnist")
+
+
+@pytest.mark.parametrize("case", sorted(BAD_DATA))
+def test_bad_data_is_one_clear_line_before_compute(case, tmp_path, monkeypatch, no_compute, capsys):
+    from moon import data
+
+    defect, argv, fragment = BAD_DATA[case]
+    _broken_fashion(tmp_path / "data", **defect)
+    (tmp_path / "system").mkdir()
+    monkeypatch.setenv("MOON_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("MOON_SYSTEM_DATA", str(tmp_path / "system"))
+    data.clear_cache()
+    try:
+        code = cli.main(["run", *SMOKE, "--out", str(tmp_path / "out"), *argv])
+    finally:
+        data.clear_cache()
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(lines) == 1 and fragment in lines[0], err
+    assert "Traceback" not in err

@@ -29,7 +29,7 @@ BINS = 15
 
 def auroc(method: str, density: float, seed: int, ood_set: str, detector: str) -> float:
     """A distinct, hand-computable AUROC per run, set and detector."""
-    base = {"digits": 0.70, "gaussian": 0.90, "photos": 0.80}[ood_set]
+    base = {"digits": 0.70, "gaussian": 0.85, "photos": 0.80}[ood_set]   # every AUROC <= 1
     return base + 0.1 * density + 0.01 * seed + (0.02 if detector == "energy" else 0.0) + (
         0.03 if method == "rigl" else 0.0)
 

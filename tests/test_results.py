@@ -94,7 +94,8 @@ def test_write_is_atomic(tmp_path, monkeypatch):
         raise OSError("disk on fire")
 
     monkeypatch.setattr(results.os, "replace", broken_replace)
-    with pytest.raises(OSError, match="disk on fire"):
+    from moon.errors import NotWritable
+    with pytest.raises(NotWritable, match="result.json: disk on fire; nothing complete was touched"):
         save_result(make_result(status="complete"), tmp_path)
     assert path.read_text() == old_text
     assert leftovers(tmp_path) == ["result.json"]

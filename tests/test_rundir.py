@@ -136,12 +136,22 @@ def test_sweep_with_another_override_refuses_before_compute(tiny_fashion, tmp_pa
     assert {p: p.read_bytes() for p in tmp_path.glob("*/result.json")} == before
 
 
-def test_corrupt_result_marks_the_cell_failed_and_the_sweep_goes_on(tiny_fashion, tmp_path):
+def test_corrupt_result_is_kept_aside_and_the_cell_runs_again(tiny_fashion, tmp_path):
     (tmp_path / "seed=0").mkdir()
     (tmp_path / "seed=0" / "result.json").write_text("not json")
     statuses = run_study(_sweep(), tmp_path, via="run", progress=False)
-    assert statuses == {"seed=0": "failed", "seed=1": "complete"}
-    assert (tmp_path / "seed=0" / "result.json").read_text() == "not json"
+    assert statuses == {"seed=0": "complete", "seed=1": "complete"}
+    assert (tmp_path / "seed=0" / "result.corrupt.json").read_text() == "not json"
+    assert "not valid JSON" in (tmp_path / "seed=0" / "result.corrupt.txt").read_text()
+    assert load_result(tmp_path / "seed=0").status == "complete"
+
+
+def test_overwrite_keeps_a_corrupt_result_aside(tiny_fashion, tmp_path):
+    (tmp_path / "result.json").write_text("not json")
+    with pytest.raises(CorruptFile, match="not valid JSON"):
+        moon.run(tiny(), tmp_path, progress=False)
+    assert moon.run(tiny(overwrite=True), tmp_path, progress=False).status == "complete"
+    assert (tmp_path / "result.corrupt.json").read_text() == "not json"
 
 
 # --- 2. two writers in one folder ----------------------------------------------------------------

@@ -29,6 +29,7 @@ from moon.data import (
     locate,
     source_arrays,
 )
+from moon.datacheck import check_not_id
 from moon.ood import shipped
 from moon.ood.shipped import MissingPackageError
 
@@ -317,7 +318,16 @@ def load_ood(name: str, id_data: IDData, seed: int = 0, n: int = 2000,
     if tuple(x.shape[1:]) != id_data.image_shape or x.dtype != torch.uint8:
         raise RuntimeError(f"OOD set {name!r} built {tuple(x.shape)} {x.dtype}, "
                            f"expected [N, {id_data.image_shape}] uint8")
+    if OOD_SETS[name].kind != "noise":     # noise is drawn here; files can be the ID data
+        check_not_id(name, x, id_data.name, id_data.test_x, _source_or_blank(name, id_data))
     return x
+
+
+def _source_or_blank(name: str, id_data: IDData) -> str:
+    try:
+        return ood_source(name, id_data, download=False)
+    except Exception:                     # the check's message only; never fail on it
+        return ""
 
 
 _SOURCES = {

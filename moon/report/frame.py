@@ -157,15 +157,44 @@ def ood_kind(name: str, fallback: dict | None = None) -> str | None:
 
 # -- the frame --------------------------------------------------------------------------------------
 def as_results(results_or_root) -> list:
-    """RunResults from a results folder, one result file, a RunResult or a list of either."""
-    from moon.results import RunResult, load_result, load_results
+    """RunResults from a results folder, one result file, a RunResult or a list of either. Files
+    read here are checked (:mod:`moon.resultcheck`); those that fail are left out and listed in
+    the answer's ``corrupt`` (``[(path, reason)]``, with those of a :func:`moon.study.collect`
+    answer passed in), so the report lists them apart instead of averaging them."""
+    from moon.results import RunResult
+    from moon.study import Collected
 
     if isinstance(results_or_root, (str, Path)):
         path = Path(results_or_root)
-        return load_results(path, status=None) if path.is_dir() else [load_result(path)]
-    if isinstance(results_or_root, RunResult):
-        return [results_or_root]
-    return [r if isinstance(r, RunResult) else load_result(r) for r in results_or_root]
+        if not path.exists():
+            raise FileNotFoundError(f"no results at {path}")
+        items = sorted(path.glob("**/result.json")) if path.is_dir() else [path]
+    else:
+        items = [results_or_root] if isinstance(results_or_root, RunResult) else list(results_or_root)
+    out = Collected(corrupt=getattr(results_or_root, "corrupt", ()))
+    for item in items:
+        if isinstance(item, RunResult):
+            out.append(item)
+        else:
+            _read_checked(item, out)
+    return out
+
+
+def _read_checked(path, out) -> None:
+    """Append the result at ``path`` to ``out``, or ``(path, reason)`` to ``out.corrupt``."""
+    from moon.errors import MoonError
+    from moon.resultcheck import check_result
+    from moon.results import load_result
+
+    try:
+        result = load_result(path)
+        if result.status == "complete":
+            check_result(result, path)
+    except (ValueError, MoonError) as err:
+        log.error("leaving out %s: %s", path, err)
+        out.corrupt.append((str(path), str(err)))
+        return
+    out.append(result)
 
 
 def with_group_means(frame: "pd.DataFrame") -> "pd.DataFrame":
@@ -192,9 +221,12 @@ def results_frame(results_or_root) -> "pd.DataFrame":
 
     from moon.results import flatten
 
-    results = [r for r in as_results(results_or_root) if r.status == "complete"]
+    read = as_results(results_or_root)
+    results = [r for r in read if r.status == "complete"]
     if not results:
-        raise ValueError(f"no complete results in {results_or_root!r}")
+        corrupt = f" ({len(read.corrupt)} corrupt file(s) left out: {read.corrupt[0][1]})" \
+            if read.corrupt else ""
+        raise ValueError(f"no complete results in {results_or_root!r}{corrupt}")
     rows = []
     for result in results:
         row = {k: v for k, v in flatten(result).items() if not k.startswith("extra.curves.")}
@@ -204,7 +236,31 @@ def results_frame(results_or_root) -> "pd.DataFrame":
             row["train.unknown_mass"] = result.history[-1].get("unknown_mass")
         row["provenance.git_sha"] = (result.provenance or {}).get("git_sha")
         rows.append(row)
-    return with_group_means(pd.DataFrame(rows))
+    frame = with_group_means(pd.DataFrame(rows))
+    # plain dicts, not a frame: pandas compares attrs when it concatenates frames
+    frame.attrs["corrupt"] = [{"file": path, "reason": reason} for path, reason in read.corrupt]
+    return frame
+
+
+def corrupt_frame(corrupt) -> "pd.DataFrame":
+    """The result files left out as corrupt (``[(path, reason)]``, a frame's ``attrs["corrupt"]``
+    or the frame itself), one row each: ``file`` and ``reason``."""
+    import pandas as pd
+
+    if isinstance(corrupt, pd.DataFrame):
+        corrupt = corrupt.attrs.get("corrupt", [])
+    rows = [(c["file"], c["reason"]) if isinstance(c, Mapping) else tuple(c) for c in corrupt]
+    return pd.DataFrame(rows, columns=["file", "reason"])
+
+
+def corrupt_markdown(frame_or_corrupt) -> str:
+    """A warning for a page, listing the result files left out as corrupt ("" when none)."""
+    corrupt = corrupt_frame(frame_or_corrupt if frame_or_corrupt is not None else [])
+    if corrupt.empty:
+        return ""
+    lines = [f"- `{row.file}`: {row.reason}" for row in corrupt.itertuples()]
+    return (f"**{len(corrupt)} result file(s) left out** (not what a run writes; never averaged "
+            "into this page):\n\n" + "\n".join(lines))
 
 
 def study_frame(study: str, folder, preset: str | None,

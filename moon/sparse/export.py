@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from moon.errors import MoonError
+from moon.errors import CorruptFile, MoonError
 from moon.sparse.inference import (SparseConv2d, SparseLinear, SparseModel, Timer, csr_tensor,
                                    to_csr)
 
@@ -183,17 +183,53 @@ def load_exported(path: str | Path, kernel: str = "auto", device: str | torch.de
                   timer: Timer | None = None) -> SparseModel:
     """Rebuild the inference module of an exported file (``weights_only=True``, strict keys and
     shapes): the run's architecture with each maskable layer replaced by a sparse one."""
-    from moon.config import from_params
-    from moon.models import model_for
     from moon.rundir import load_checkpoint
 
     path = Path(path)
     state = load_checkpoint(path)
+    _check_header(state, path)
+    try:
+        net = _rebuild(state, path)
+    except MoonError:
+        raise
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError, RuntimeError) as err:
+        # a layer of another architecture, broken CSR indices, a wrong type: one line, not torch's
+        raise CorruptFile(f"{path} is not a well-formed moon sparse export ({type(err).__name__}: "
+                          f"{str(err).splitlines()[0] if str(err) else ''}); export the run "
+                          f"again") from None
+    net = net.to(device).eval().requires_grad_(False)
+    return SparseModel(net, kernel=kernel, timer=timer).eval()
+
+
+def _check_header(state: Any, path: Path) -> None:
+    """The fields every export has, of the right types, and finite weights (a trained model has
+    no NaN or infinity; one would silently turn every score it touches into NaN)."""
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise MoonError(f"{path} is not a moon sparse export (python -m moon export RUN_DIR writes one)")
-    if state["version"] > VERSION:
-        raise MoonError(f"{path} has export version {state['version']}; this code reads up to "
+    version = state.get("version")
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise CorruptFile(f"{path} has no export version (found {version!r}); export the run again")
+    if version > VERSION:
+        raise MoonError(f"{path} has export version {version}; this code reads up to "
                         f"{VERSION}: update moon")
+    for key, kind in (("config", dict), ("layers", dict), ("blobs", dict), ("state", list)):
+        if not isinstance(state.get(key), kind):
+            raise CorruptFile(f"{path}: {key} is {type(state.get(key)).__name__}, an export "
+                              f"writes a {kind.__name__}; export the run again")
+    for name, blob in state["blobs"].items():
+        if isinstance(blob, torch.Tensor) and blob.is_floating_point():
+            bad = int((~torch.isfinite(blob)).sum())
+            if bad:
+                raise CorruptFile(f"{path} holds {bad} non-finite {name} value(s) (NaN or "
+                                  f"infinity); a trained model has none: export the run again")
+
+
+def _rebuild(state: dict, path: Path) -> nn.Module:
+    """The run's architecture with each maskable layer replaced by a sparse one, strict keys and
+    shapes."""
+    from moon.config import from_params
+    from moon.models import model_for
+
     net = model_for(from_params(state["config"]))
     blobs = _Blobs(state["blobs"])
     csr = {}
@@ -208,8 +244,7 @@ def load_exported(path: str | Path, kernel: str = "auto", device: str | torch.de
         _replace(net, key, layer, csr.get(key), rest.pop(key, None), path,
                  with_csr=state["storage"] == "csr")
     net.load_state_dict(rest, strict=True)
-    net = net.to(device).eval().requires_grad_(False)
-    return SparseModel(net, kernel=kernel, timer=timer).eval()
+    return net
 
 
 def _replace(net: nn.Module, key: str, layer: dict[str, Any],
@@ -221,6 +256,9 @@ def _replace(net: nn.Module, key: str, layer: dict[str, Any],
     kernels only."""
     owner = key.rpartition(".")[0]
     module = net.get_submodule(owner)
+    if not isinstance(getattr(module, "weight", None), torch.Tensor):
+        raise CorruptFile(f"{path}: {key} is no weight of the architecture its config describes "
+                          f"({type(net).__name__}); the file does not match its config")
     shape = tuple(layer["shape"])
     if tuple(module.weight.shape) != shape or (dense is not None and tuple(dense.shape) != shape):
         raise MoonError(f"{path}: {key} has shape {shape}, the architecture "
