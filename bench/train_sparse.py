@@ -7,7 +7,9 @@ forward, loss, backward, optimizer step or topology update, LR step, averaging h
 
   (m) kernel=masked: dense tensors times masks (the reference),
   (c) kernel=csr: every masked linear layer on CSR kernels,
-  (a) kernel=auto: each layer on the kernel a one-off timing chose,
+  (a) kernel=auto: each layer on the kernel a one-off timing chose, kept only if whole training
+      steps ran faster with that plan than all masked (``moon.sparse.training.check_plan``; the
+      decision and its times are in each row's ``check_auto``),
 
 in ``--rounds`` interleaved rounds of ``--steps`` steps each (topology updates every 100 steps, about
 the study's rate, so their cost is in the numbers). Ratios c/m and a/m are taken within a round
@@ -20,11 +22,14 @@ the dense model. Output: a JSON file the book can read (``--out``), with ``--lab
 machine was doing (e.g. "loaded machine": numbers taken while other jobs ran).
 
     python bench/train_sparse.py [--steps 20] [--rounds 3] [--out book/results/train_sparse/train_sparse.json]
+    python bench/train_sparse.py --widths 0 1024 --densities 0.05 0.02 --threads 1 --no-memory \
+        --label "loaded machine" --out book/results/train_sparse/auto_check.json     # auto only
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -90,12 +95,24 @@ def measure(width: int, density: float, threads: int, data: IDData, args) -> dic
             rates[k].append(steppers[k].run(args.steps))
     row = {"width": width or "300-100", "density": density, "threads": threads,
            "images_per_second": {k: statistics.median(v) for k, v in rates.items()},
-           "plan_auto": steppers["auto"].trainer.kernel_plan}
+           "plan_auto": steppers["auto"].trainer.kernel_plan,
+           "check_auto": steppers["auto"].trainer.kernel_check}
     for k in ("csr", "auto"):
         ratios = [c / m for c, m in zip(rates[k], rates["masked"])]
         row[f"{k}/masked"] = {"median": statistics.median(ratios), "min": min(ratios),
                               "max": max(ratios), "rounds": ratios}
     return row
+
+
+def auto_decision(row: dict) -> str:
+    """kernel=auto's choice in words: layers on CSR, and the whole-model check's times."""
+    check = (row["check_auto"] or {}).get("model")
+    on_csr = sum(kind == "csr" for kind in row["plan_auto"].values())
+    if check is None:
+        return f"auto: {on_csr} layers on CSR (no layer chose CSR, nothing to check)"
+    s = check["seconds"]
+    return (f"auto: {on_csr} layers on CSR (check: plan {1e3 * s['plan']:.1f} ms, masked "
+            f"{1e3 * s['masked']:.1f} ms per step: {'kept' if check['kept'] else 'all masked'})")
 
 
 def memory_child(kernel: str, method: str, density: float, steps: int) -> None:
@@ -138,6 +155,10 @@ def main() -> None:
     p.add_argument("--densities", type=float, nargs="+", default=list(DENSITIES))
     p.add_argument("--label", default="", help='what the machine was doing, e.g. "loaded machine"')
     p.add_argument("--out", type=Path, default=Path("book/results/train_sparse/train_sparse.json"))
+    p.add_argument("--repeats", type=int, default=1,
+                   help="measure each setting this often, each time with new trainers (so a new "
+                        "kernel=auto decision): how often auto's one-off choice goes wrong")
+    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
     p.add_argument("--memory-child", nargs=4, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.memory_child:
@@ -149,16 +170,16 @@ def main() -> None:
     rows = []
     print(f"{'width':>8} {'density':>7} {'thr':>3} {'masked img/s':>12} {'csr img/s':>10} "
           f"{'csr/masked (range)':>22} {'auto/masked (range)':>22}")
-    for width in args.widths:
-        for density in args.densities:
-            for threads in args.threads:
-                row = measure(width, density, threads, data, args)
-                rows.append(row)
-                ips, c, a = row["images_per_second"], row["csr/masked"], row["auto/masked"]
-                print(f"{row['width']:>8} {density:>7} {threads:>3} {ips['masked']:>12.0f} "
-                      f"{ips['csr']:>10.0f} {c['median']:>7.2f}x ({c['min']:.2f}-{c['max']:.2f})"
-                      f" {a['median']:>9.2f}x ({a['min']:.2f}-{a['max']:.2f})", flush=True)
-    peak = memory(args.steps)
+    for width, density, threads, repeat in itertools.product(args.widths, args.densities,
+                                                             args.threads, range(args.repeats)):
+        row = {**measure(width, density, threads, data, args), "repeat": repeat}
+        rows.append(row)
+        ips, c, a = row["images_per_second"], row["csr/masked"], row["auto/masked"]
+        print(f"{row['width']:>8} {density:>7} {threads:>3} {ips['masked']:>12.0f} "
+              f"{ips['csr']:>10.0f} {c['median']:>7.2f}x ({c['min']:.2f}-{c['max']:.2f})"
+              f" {a['median']:>9.2f}x ({a['min']:.2f}-{a['max']:.2f}) {auto_decision(row)}",
+              flush=True)
+    peak = {} if args.no_memory else memory(args.steps)
     for name, value in peak.items():
         print(f"peak memory, 2048-wide MLP, {name}: {value / 2**20:.0f} MiB")
     result = {"label": args.label, "started": started, "finished": now_iso(),
@@ -166,7 +187,7 @@ def main() -> None:
               "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                           "torch": torch.__version__},
               "setup": {"method": "rigl + MOON", "batch_size": 128, "steps": args.steps,
-                        "rounds": args.rounds, "update_interval": 100},
+                        "rounds": args.rounds, "repeats": args.repeats, "update_interval": 100},
               "rows": rows, "peak_memory_bytes_2048_d002": peak}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))

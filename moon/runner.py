@@ -170,6 +170,8 @@ def _train_and_evaluate(cfg: RunConfig, device: torch.device, out: Path | None,
     result.extra["update_interval"] = trainer.update_interval
     if trainer.kernel_plan is not None:      # kernel=csr/auto: which layers trained on CSR
         result.extra["training_kernels"] = trainer.kernel_plan
+    if trainer.kernel_check is not None:     # kernel=auto: the timings behind that plan
+        result.extra["training_kernels_check"] = trainer.kernel_check
     result.extra["topology_updates"] = trainer.topology_updates
     result.extra["alpha0"] = trainer.criterion.alpha0
     result.extra["alpha_final_epoch"] = trainer.criterion.alpha

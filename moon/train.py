@@ -16,6 +16,7 @@ atomically after every epoch; ``resume`` continues from it and ends with the sam
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import sys
@@ -204,6 +205,15 @@ class Trainer:
         """Which kernel trained each masked linear layer (None: all masked, the reference)."""
         return None if self.csr is None or self.csr.plan is None else dict(self.csr.plan)
 
+    @property
+    def kernel_check(self) -> dict[str, Any] | None:
+        """kernel=auto: the per-layer timings (median seconds by kind) and the whole-model check
+        behind :attr:`kernel_plan` (``model`` is None when every layer chose masked on its own,
+        so there was nothing to check); None for the other kernels or before the first step."""
+        if self.csr is None or self.csr.kernel != "auto" or self.csr.plan is None:
+            return None
+        return {"layers": dict(self.csr.timings), "model": self.csr.check}
+
     def _train_epoch(self, epoch: int, bar: tqdm) -> None:
         start = time.perf_counter()
         self.model.train()
@@ -237,7 +247,7 @@ class Trainer:
                         float(unknown_sum) / seen if self.cfg.unknown_class else None)
 
     def _train_step(self, x: torch.Tensor, y: torch.Tensor, epoch: int, step: int):
-        csr = self._csr_layers()
+        csr = self._csr_layers(x, y, epoch)
         skip = csr.names if csr is not None else ()      # () leaves Masking's step as it was
         update = self.masking is not None and self.masking.dynamic and self._is_update_step(step)
         if self.masking is not None:
@@ -271,13 +281,14 @@ class Trainer:
         unknown = self.criterion.last_unknown_sum if self.cfg.unknown_class else None
         return loss, hits, unknown
 
-    def _csr_layers(self) -> CsrTraining | None:
+    def _csr_layers(self, x: torch.Tensor, y: torch.Tensor, epoch: int) -> CsrTraining | None:
         """The CSR layers' trainer, attached, when any layer runs on CSR (kernel=csr/auto); None
-        runs the masked step (kernel=masked, or auto keeping every layer masked)."""
+        runs the masked step (kernel=masked, or auto keeping every layer masked). kernel=auto
+        times whole steps on this batch with this epoch's loss (on copies) before choosing."""
         if self.csr is None:
             return None
         if not self.csr.attached:
-            self.csr.attach()
+            self.csr.attach((x, y), functools.partial(self.criterion, epoch=epoch))
         return self.csr if self.csr.names else None
 
     def _is_update_step(self, step: int) -> bool:

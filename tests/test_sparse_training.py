@@ -9,6 +9,7 @@ mask, a missed update or a wrong gradient gives (those move logits by 1e-2 and m
 compared exactly: they come from top-k of magnitudes, which such noise does not reorder here.
 """
 
+import functools
 import json
 
 import pytest
@@ -19,7 +20,7 @@ from tqdm import tqdm
 from moon.config import RunConfig, differing_fields, from_params
 from moon.results import RunResult, atomic_torch_save, save_result
 from moon.rundir import inspect_folder, load_checkpoint
-from moon.sparse.training import CsrLinear, CsrTraining, choose_plan
+from moon.sparse.training import CsrLinear, CsrTraining, check_plan, choose_plan
 from moon.train import Trainer
 
 from conftest import learnable_id_data
@@ -190,6 +191,88 @@ def test_auto_takes_csr_only_where_it_is_faster_beyond_the_margin(data):
     # timed on copies: the model and the global random stream are untouched
     assert all(torch.equal(before[n], p) for n, p in trainer.model.named_parameters())
     assert torch.equal(rng, torch.get_rng_state())
+
+
+class ModelTimer(FakeTimer):
+    """:class:`FakeTimer` for the layers; whole steps take ``seconds[kind]`` (``plan``/``masked``)."""
+    def __init__(self, plan: float, masked: float = 1.0):
+        self.seconds = {"model:plan": plan, "model:masked": masked}
+
+    def __call__(self, fn, label):
+        if label not in self.seconds:
+            return super().__call__(fn, label)
+        fn()
+        return self.seconds[label]
+
+
+def loss_of(trainer, epoch=1):
+    """The loss as the trainer hands it over (a partial: the check steps a copy of it)."""
+    return functools.partial(trainer.criterion, epoch=epoch)
+
+
+@pytest.mark.parametrize("plan_seconds, kept", [(0.5, True), (0.97, False), (1.5, False)])
+def test_the_whole_model_check_keeps_the_plan_only_when_faster_beyond_the_margin(
+        data, plan_seconds, kept):
+    """Whole steps timed (faked): the per-layer plan stays only when it beats all-masked by more
+    than the 5% margin; on copies, so the model, optimizer, loss state, masks' and global random
+    streams (CigL draws its D from them) are untouched."""
+    trainer = Trainer(cfg_of(method="cigl"), data, torch.device("cpu"), progress=False)
+    batch = next(iter(trainer.loaders.train))
+    trainer._train_step(*batch, 1, 0)    # momentum in the optimizer: the copies must carry it
+    trainer.csr = CsrTraining(trainer.model, trainer.masking, trainer.optimizer, "auto", 32)
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    momentum = {n: trainer.optimizer.state[p]["momentum_buffer"].clone()
+                for n, p in trainer.model.named_parameters()}
+    rng, mask_rng = torch.get_rng_state(), trainer.masking.generator.get_state()
+    loss_state = trainer.criterion.state_dict()
+    plan = {"body.1.weight": "csr", "body.3.weight": "masked", "head.weight": "masked"}
+    settled = check_plan(trainer.csr, plan, batch, loss_of(trainer), timer=ModelTimer(plan_seconds))
+    assert settled == (plan if kept else {n: "masked" for n in plan})
+    assert trainer.csr.check == {"plan": plan, "seconds": {"plan": plan_seconds, "masked": 1.0},
+                                 "kept": kept, "margin": 0.05, "rounds": 5}
+    assert all(torch.equal(before[n], p) for n, p in trainer.model.named_parameters())
+    assert all(torch.equal(momentum[n], trainer.optimizer.state[p]["momentum_buffer"])
+               for n, p in trainer.model.named_parameters())
+    assert torch.equal(rng, torch.get_rng_state())
+    assert torch.equal(mask_rng, trainer.masking.generator.get_state())
+    assert trainer.criterion.state_dict() == loss_state        # MOON's EWMA: not fed by the check
+    assert type(trainer.model.body[1]) is torch.nn.Linear     # the copies had the CSR layers
+
+
+def test_the_whole_model_check_steps_both_plans_for_real(data):
+    """With the real timer both steps run (the CSR copy trains) and their times are recorded."""
+    trainer = Trainer(cfg_of(kernel="auto"), data, torch.device("cpu"), progress=False)
+    batch = next(iter(trainer.loaders.train))
+    from moon.sparse.inference import MedianTimer
+    plan = {n: "csr" for n in trainer.csr.candidates}
+    check_plan(trainer.csr, plan, batch, loss_of(trainer), timer=MedianTimer(1, 1e-4), rounds=1)
+    assert set(trainer.csr.check["seconds"]) == {"plan", "masked"}
+    assert all(s > 0 for s in trainer.csr.check["seconds"].values())
+
+
+@pytest.mark.parametrize("method", ["rigl", "cigl"])
+def test_auto_falling_back_to_masked_is_the_masked_run_bit_for_bit(data, monkeypatch, method):
+    """The first layer chose CSR, the whole step was not faster: every layer masked, and the run
+    is kernel=masked's exactly (it takes the masked trainer's own step); the check is reported."""
+    monkeypatch.setattr("moon.sparse.training.MedianTimer", lambda **kw: ModelTimer(0.99))
+    masked, auto = train(cfg_of(method=method), data), train(cfg_of(method=method, kernel="auto"), data)
+    assert auto[0].kernel_plan == {n: "masked" for n in auto[0].masking.masks}
+    check = auto[0].kernel_check
+    assert check["model"]["kept"] is False and check["model"]["plan"]["body.1.weight"] == "csr"
+    assert check["layers"]["body.1.weight"] == {"masked": 1.0, "csr": 0.5}
+    assert torch.equal(masked[2], auto[2])
+    assert all(torch.equal(p, q) for p, q in zip(masked[0].model.parameters(),
+                                                 auto[0].model.parameters()))
+    assert [h["train_loss"] for h in masked[0].history] == [h["train_loss"] for h in auto[0].history]
+
+
+def test_auto_keeping_the_plan_trains_on_csr(data, monkeypatch):
+    monkeypatch.setattr("moon.sparse.training.MedianTimer", lambda **kw: ModelTimer(0.5))
+    masked, auto = train(cfg_of(), data), train(cfg_of(kernel="auto"), data)
+    assert auto[0].kernel_plan == {"body.1.weight": "csr", "body.3.weight": "masked",
+                                   "head.weight": "masked"}
+    assert auto[0].kernel_check["model"]["kept"] is True
+    assert_same_run(masked, auto)
 
 
 def test_auto_run_has_the_masked_runs_masks(data):
