@@ -4,11 +4,17 @@ papermill injects every ``-p NAME VALUE`` as an assignment after the ``parameter
 not the template declares ``NAME``; a misspelt name (``-p densty 0.1``) would run the defaults and
 exit 0. :func:`check_parameters`, the first statement after the parameters, refuses such names.
 :func:`show_whole_tables` sets pandas' display options for a page of the book.
+:func:`log_to_terminal` sends the package's progress lines (epochs, evaluation) to the terminal that
+started the kernel, not into the notebook (``scripts/run_chapters.py`` turns it on in its kernels).
 """
 
 from __future__ import annotations
 
 import difflib
+import io
+import logging
+import os
+import sys
 import types
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -49,3 +55,48 @@ def show_whole_tables() -> None:
 
     for option in ("display.max_rows", "display.max_columns", "display.max_colwidth"):
         pd.set_option(option, None)
+
+
+class _NotebookStderr(logging.Handler):
+    """Warnings and errors into the cell's stderr output, as Python's last-resort handler writes
+    them when no handler is set (adding one turns that off)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            sys.stderr.write(self.format(record) + "\n")
+        except Exception:   # logging must never break the cell
+            self.handleError(record)
+
+
+class _BelowWarning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno < logging.WARNING
+
+
+def terminal_stream():
+    """A text stream onto the kernel process's own stderr, the terminal (or log) of whatever
+    started it: ipykernel points file descriptor 2 at the notebook's stderr output and keeps a copy
+    of the original (``_original_stdstream_copy``); outside a kernel, ``sys.__stderr__``."""
+    fd = getattr(sys.stderr, "_original_stdstream_copy", None)
+    if fd is None:
+        return sys.__stderr__
+    return io.TextIOWrapper(io.FileIO(os.dup(fd), "w"), line_buffering=True)
+
+
+def log_to_terminal(prefix: str = "", level: int = logging.INFO) -> None:
+    """Progress of the ``moon`` loggers (one line per epoch, per OOD set evaluated, ...) at
+    ``level`` and up to :func:`terminal_stream`, each line led by ``prefix``; warnings and errors
+    stay where they went before, in the cell's stderr output. Calling it again replaces the
+    handlers it added."""
+    logger = logging.getLogger("moon")
+    for handler in list(logger.handlers):
+        if getattr(handler, "_moon_notebook", False):
+            logger.removeHandler(handler)
+    terminal = logging.StreamHandler(terminal_stream())
+    terminal.setFormatter(logging.Formatter(f"{prefix}%(message)s"))
+    terminal.addFilter(_BelowWarning())
+    notebook = _NotebookStderr(logging.WARNING)
+    for handler in (terminal, notebook):
+        handler._moon_notebook = True
+        logger.addHandler(handler)
+    logger.setLevel(level)
