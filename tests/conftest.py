@@ -60,7 +60,13 @@ def animal_stand_in(root: Path, n: int = 10000, seed: int = 0) -> Path:
 
 def pytest_configure(config):
     """Keep the session (and every process it starts) off the real data sets: empty data roots,
-    and the animal-mnist stand-in where the package is missing (module docstring)."""
+    and the animal-mnist stand-in where the package is missing (module docstring). Under
+    pytest-xdist (``make test`` runs ``-n 2``) each worker, and what it starts, computes on one
+    thread, so the workers share the cores instead of oversubscribing them."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        torch.set_num_threads(1)
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ[var] = "1"
     base = Path(tempfile.mkdtemp(prefix="moon-tests-"))
     _SESSION_DIRS.append(str(base))
     for var, name in (("MOON_DATA", "user-data"), ("MOON_SYSTEM_DATA", "system-data")):
