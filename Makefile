@@ -20,8 +20,11 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The suite on TEST_WORKERS processes (pytest-xdist; each computes on one thread, tests/conftest.py);
+# TEST_WORKERS=0 runs it in one process. worksteal: an idle worker takes queued tests from a busy one.
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal
 
 # Fashion-MNIST: found locally, else Debian's dataset-fashion-mnist, else torchvision's download.
 data: $(STAMP)

@@ -12,6 +12,7 @@ diagram, ROC curves on a fixed FPR grid and score histograms (``result.extra["cu
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from typing import Any
 
@@ -29,6 +30,8 @@ from moon.metrics import (auroc, calibration, fit_temperature, ood_metrics, rele
                           reliability)
 from moon.ood.sets import GROUPS, OOD_SETS, load_ood, ood_source
 from moon.train import Outputs, extract
+
+log = logging.getLogger(__name__)
 
 FPR_GRID = np.linspace(0.0, 1.0, 101)
 HIST_BINS = 40
@@ -89,6 +92,8 @@ def evaluate(model: nn.Module, data: IDData, cfg: RunConfig, device: torch.devic
     image the same score (a collapsed model). ``id`` adds ``ece_released`` (:func:`moon.metrics.released_ece`)
     to the ECE over the K known classes."""
     start = time.perf_counter()
+    log.info("evaluating %d detectors on %d OOD sets", len(cfg.detector_list),
+             len(cfg.ood_set_list))
     x, y = capped(data.test_x, data.test_y, cfg.max_eval_samples)
     test_loader = _loader(x, y, data, cfg, device)
     test = extract(model, test_loader, device)
@@ -108,7 +113,7 @@ def evaluate(model: nn.Module, data: IDData, cfg: RunConfig, device: torch.devic
     sweep_id = {p: det.score(test) for p, det in sweep.items()}
     dice_sweep, mass = {}, {"id_test": unknown_mass(test.logits, K)}
     ood, ood_scores, sources = {}, {}, {}
-    for name in cfg.ood_set_list:
+    for i, name in enumerate(cfg.ood_set_list, 1):
         ox, _ = capped(load_ood(name, data, seed=cfg.seed), None, cfg.max_eval_samples)
         sources[name] = ood_source(name, data)
         loader = _loader(ox, None, data, cfg, device)
@@ -120,6 +125,8 @@ def evaluate(model: nn.Module, data: IDData, cfg: RunConfig, device: torch.devic
             dice_sweep[name] = {p: auroc(sweep_id[p], det.score(outputs))
                                 for p, det in sweep.items()}
         mass[name] = unknown_mass(outputs.logits, K)
+        log.info("OOD set %d/%d, %s: %d images scored (%.0f s)", i, len(cfg.ood_set_list), name,
+                 len(ox), time.perf_counter() - start)
     curves.update(score_curves(id_scores, ood_scores))
     id_metrics = dataclasses.asdict(cal)
     id_metrics.update(temperature=temperature, ts_ece=scaled.ece, ts_nll=scaled.nll,

@@ -3,15 +3,22 @@
 papermill injects every ``-p NAME VALUE`` as an assignment after the ``parameters`` cell, whether or
 not the template declares ``NAME``; a misspelt name (``-p densty 0.1``) would run the defaults and
 exit 0. :func:`check_parameters`, the first statement after the parameters, refuses such names.
+
 :func:`show_whole_tables` sets pandas' display options for a page of the book, and
 :func:`show_figures_as_images` makes a figure show as a PNG image whatever ``MPLBACKEND`` says.
 :func:`errors_first` prints a bad parameter's one-line message to the terminal that runs papermill,
-before papermill's traceback.
+before papermill's traceback. :func:`log_to_terminal` sends the package's progress lines (epochs,
+evaluation) to the terminal that started the kernel, not into the notebook
+(``scripts/run_chapters.py`` turns it on in its kernels).
 """
 
 from __future__ import annotations
 
 import difflib
+import io
+import logging
+import os
+import sys
 import types
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -93,7 +100,7 @@ def _one_line_first(shell, etype, value, tb, tb_offset=None):
 
     message = " ".join(str(value).split("\n")[:1]) or etype.__name__
     try:
-        print(f"error: {message}", file=sys.__stderr__, flush=True)
+        print(f"error: {message}", file=terminal_stream(), flush=True)
     except (OSError, ValueError, AttributeError):   # no terminal: the notebook has it anyway
         pass
     shell.showtraceback((etype, value, tb), tb_offset=tb_offset)
@@ -112,3 +119,50 @@ def errors_first() -> None:
         from moon.errors import MoonError
 
         shell.set_custom_exc((MoonError, ValueError), _one_line_first)
+
+
+class _NotebookStderr(logging.Handler):
+    """Warnings and errors into the cell's stderr output, as Python's last-resort handler writes
+    them when no handler is set (adding one turns that off)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if logging.getLogger().handlers:   # the template chose where its log goes: the root has it
+            return
+        try:
+            sys.stderr.write(self.format(record) + "\n")
+        except Exception:   # logging must never break the cell
+            self.handleError(record)
+
+
+class _BelowWarning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno < logging.WARNING
+
+
+def terminal_stream():
+    """A text stream onto the kernel process's own stderr, the terminal (or log) of whatever
+    started it: ipykernel points file descriptor 2 at the notebook's stderr output and keeps a copy
+    of the original (``_original_stdstream_copy``); outside a kernel, ``sys.__stderr__``."""
+    fd = getattr(sys.stderr, "_original_stdstream_copy", None)
+    if fd is None:
+        return sys.__stderr__
+    return io.TextIOWrapper(io.FileIO(os.dup(fd), "w"), line_buffering=True)
+
+
+def log_to_terminal(prefix: str = "", level: int = logging.INFO) -> None:
+    """Progress of the ``moon`` loggers (one line per epoch, per OOD set evaluated, ...) at
+    ``level`` and up to :func:`terminal_stream`, each line led by ``prefix``; warnings and errors
+    stay where they went before, in the cell's stderr output. Calling it again replaces the
+    handlers it added."""
+    logger = logging.getLogger("moon")
+    for handler in list(logger.handlers):
+        if getattr(handler, "_moon_notebook", False):
+            logger.removeHandler(handler)
+    terminal = logging.StreamHandler(terminal_stream())
+    terminal.setFormatter(logging.Formatter(f"{prefix}%(message)s"))
+    terminal.addFilter(_BelowWarning())
+    notebook = _NotebookStderr(logging.WARNING)
+    for handler in (terminal, notebook):
+        handler._moon_notebook = True
+        logger.addHandler(handler)
+    logger.setLevel(level)

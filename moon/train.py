@@ -358,6 +358,9 @@ class Trainer:
             "lr": self.optimizer.param_groups[0]["lr"], "topology_updates": self.topology_updates,
             "seconds": seconds})
         self.epochs_done = epoch
+        row = self.history[-1]
+        log.info("epoch %d/%d: loss %.3f, train acc %.1f%%, val acc %.1f%% (%.1f s)", epoch,
+                 self.cfg.epochs, train_loss, 100 * train_acc, 100 * row["val_acc"], seconds)
         if self.out_dir is not None:
             atomic_torch_save(self.state_dict(), self.out_dir / CHECKPOINT)
 

@@ -9,6 +9,10 @@ outputs). Without ``--preset`` every template runs with its own default preset (
 ``cpu``; the single run and the theory: none). Runs go under ``RESULTS/<folder>[-<preset>]/``
 (chapters reading one study share its runs), and finished runs are reused. The chapters are executed with the repository as working
 directory, so the result paths they print are relative to it.
+
+Progress goes to the terminal, not into the chapters: each kernel sends the package's log lines (an
+epoch's loss and accuracies, each OOD set evaluated) to the stderr of this script
+(:func:`moon.notebook.log_to_terminal`, run at the kernel's start), led by the chapter's name.
 """
 
 from __future__ import annotations
@@ -72,12 +76,21 @@ def main() -> int:
                   **({"run_missing": False} if RUNS[name][0] in SHOW_ONLY and not args.preset
                      else {}),
                   **{k: _value(v) for k, v in args.parameter}}
+        print(f"{name}: running notebooks/{name}.ipynb (preset {preset})", flush=True)
         pm.execute_notebook(ROOT / "notebooks" / f"{name}.ipynb", chapters / f"{name}.ipynb",
                             parameters=params, cwd=str(ROOT), progress_bar=False,
-                            report_mode=False, kernel_name="python3")
+                            report_mode=False, kernel_name="python3",
+                            extra_arguments=kernel_arguments(name))
         _hide_parameters(chapters / f"{name}.ipynb")
         print(f"{name}: {time.perf_counter() - start:.0f} s -> {chapters / name}.ipynb", flush=True)
     return 0
+
+
+def kernel_arguments(name: str) -> list[str]:
+    """Arguments for the chapter's kernel: at its start, log the package's progress to the
+    terminal (this script's stderr), each line led by ``name``; nothing of it enters the chapter."""
+    setup = f"from moon.notebook import log_to_terminal; log_to_terminal({name + ': '!r})"
+    return [f"--IPKernelApp.exec_lines={setup}"]
 
 
 def _hide_parameters(path: Path) -> None:

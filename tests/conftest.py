@@ -4,13 +4,25 @@ without the real (large, possibly absent) files.
 ``synthetic_root`` writes, once per session, a fake system dataset folder laid out like Debian's and
 torchvision's: ``fashion-mnist/*.gz`` (IDX), ``cifar-10-batches-py/`` and ``cifar-100-python/`` (python
 pickles). ``fake_data`` points moon at it (``MOON_SYSTEM_DATA``) with an empty ``MOON_DATA``.
+
+No test reads a real data set: for the whole session (and the processes it starts: study workers,
+papermill kernels, Ray) ``MOON_DATA`` and ``MOON_SYSTEM_DATA`` name empty folders, so neither the
+repository's ``data/`` nor ``/usr/share/datasets`` is seen, and where the ``animal-mnist`` package
+is not installed (``make install`` adds it; ``pip install -e .[test]`` does not) a stand-in package
+with the same file layout and 10,000 synthetic silhouettes is put on the path
+(:func:`animal_stand_in`), so the offline ``animals`` set and its reading code work either way.
 """
 
 from __future__ import annotations
 
 import gzip
+import importlib.util
+import os
 import pickle
+import shutil
 import struct
+import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +30,59 @@ import pytest
 import torch
 
 N_TRAIN, N_TEST = 120, 40        # balanced over 10 classes: 12 and 4 per class
+
+
+ANIMALS_FILE = "data/Animal_MNIST/animal_data_version_3.gz"   # as in moon.ood.shipped
+_SESSION_DIRS: list[str] = []
+
+
+def animal_stand_in(root: Path, n: int = 10000, seed: int = 0) -> Path:
+    """Write a stand-in ``animal_mnist`` package under ``root`` (returned: the folder to put on the
+    path): an ``__init__`` that must never run (the real one imports TensorFlow) and the real
+    package's data file, a gzipped pickle of a uint8 ``[n, 28, 28]`` array of white ellipses on
+    black, centred, as the real silhouettes are (border pixels 0, the centre bright)."""
+    package = root / "animal_mnist"
+    (package / Path(ANIMALS_FILE).parent).mkdir(parents=True)
+    (package / "__init__.py").write_text(
+        'raise ImportError("test stand-in for animal-mnist: only its data file is read")\n')
+    rng = np.random.default_rng(seed)
+    centre = rng.uniform(12.5, 15.5, size=(n, 2, 1, 1))
+    radii = rng.uniform(6.0, 9.5, size=(n, 2, 1, 1))
+    rows, cols = np.mgrid[0:28, 0:28]
+    inside = (((rows - centre[:, 0]) / radii[:, 0]) ** 2
+              + ((cols - centre[:, 1]) / radii[:, 1]) ** 2) <= 1
+    images = np.where(inside, rng.integers(200, 256, size=(n, 28, 28)), 0).astype(np.uint8)
+    images[:, 14, 14] = 255                 # every image reaches the pixel range's ends
+    with gzip.open(package / ANIMALS_FILE, "wb") as f:
+        pickle.dump(images, f, protocol=4)
+    return root
+
+
+def pytest_configure(config):
+    """Keep the session (and every process it starts) off the real data sets: empty data roots,
+    and the animal-mnist stand-in where the package is missing (module docstring). Under
+    pytest-xdist (``make test`` runs ``-n 2``) each worker, and what it starts, computes on one
+    thread, so the workers share the cores instead of oversubscribing them."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        torch.set_num_threads(1)
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ[var] = "1"
+    base = Path(tempfile.mkdtemp(prefix="moon-tests-"))
+    _SESSION_DIRS.append(str(base))
+    for var, name in (("MOON_DATA", "user-data"), ("MOON_SYSTEM_DATA", "system-data")):
+        (base / name).mkdir()
+        os.environ[var] = str(base / name)
+    if importlib.util.find_spec("animal_mnist") is None:
+        shim = str(animal_stand_in(base / "shim"))
+        sys.path.insert(0, shim)
+        os.environ["PYTHONPATH"] = os.pathsep.join(
+            [shim] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
+        importlib.invalidate_caches()
+
+
+def pytest_unconfigure(config):
+    for folder in _SESSION_DIRS:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def write_idx(path: Path, array: np.ndarray) -> None:

@@ -18,8 +18,10 @@ from moon.rundir import FolderLock, lock_holder, remove_stale_temporaries, run_f
 from moon.study import Study, run_study
 from moon.train import Trainer
 
+# max_eval_samples: each OOD set evaluated on its first 512 images (the smoke preset's cap); these
+# tests check folders, locks and failures, none of them the OOD sample size.
 TINY = dict(epochs=1, batch_size=64, device="cpu", detectors="msp,energy", eval_batch_size=256,
-            model="mlp", method="static", density=0.2)
+            model="mlp", method="static", density=0.2, max_eval_samples=512)
 
 
 def tiny(**changes):
