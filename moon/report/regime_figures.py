@@ -70,7 +70,7 @@ def regime_map_figure(points: "pd.DataFrame", metrics=MAP_METRICS, paper_band=No
         from matplotlib.patches import Patch
 
         handles.append(Patch(color="#CC78BC", alpha=0.3))
-        labels.append("MOON paper: ResNet-18, CIFAR-10, 90-98% sparse")
+        labels.append("ResNet-18, CIFAR-10, 90% (released example) to 98% sparse")
     if handles:
         fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 4),
                    fontsize=7, frameon=False)

@@ -3,8 +3,9 @@
 One *point* per sparse setting of a study at one training-set size: a model (and width), a sparse
 method and density, trained on ``n`` images. Its position is the sparse baseline's number of
 active weights per training image (the x axis of the map: it spreads the settings that all fit
-their data at 99.9% training accuracy, and it places the MOON paper's ResNet-18 on CIFAR-10 at
-90-98% sparsity on the same axis); its heights are
+their data at 99.9% training accuracy, and it places ResNet-18 on CIFAR-10 on the same axis, from
+90% sparsity, the released code's README example, to an assumed 98%: the MOON paper's own
+sparsities could not be read here); its heights are
 
 * the **premise**: sparse baseline - dense baseline (unpaired, Welch; the dense runs of the same
   model, width, schedule and ``n``), positive ECE = sparse is worse calibrated;
@@ -84,8 +85,9 @@ def lenet300_runs(frame: "pd.DataFrame") -> "pd.DataFrame":
 
 
 def paper_active_per_image(sparsities=(0.9, 0.98)) -> tuple[float, float]:
-    """The MOON paper's setting on the map: ResNet-18 (CIFAR stem) on CIFAR-10's 50,000 training
-    images at 90% and 98% sparsity, in active weights per training image (from our ResNet-18)."""
+    """The MOON setting on the map: ResNet-18 (CIFAR stem) on CIFAR-10's 50,000 training images at
+    90% sparsity (the released code's README example) and an assumed 98% (the paper's own
+    sparsities could not be read: reference/published.md, 1.2), in active weights per training image (from our ResNet-18)."""
     from moon.data import train_split_size
 
     total = maskable_weights("cifar10", "resnet18")
