@@ -109,7 +109,7 @@ results = collect(study, out_dir, preset=preset, only=only, exact=run_missing, *
 frame = results_frame(results)
 left_out = corrupt_markdown(frame)      # files that are not what a run writes: listed, not averaged
 Markdown(f"**Results shown:** study `{study}`, {describe_runs(frame)} (`{out_dir}`)."
-         + (f"\n\n{left_out}" if left_out else ""))"""
+         + (f"\\n\\n{left_out}" if left_out else ""))"""
 
 TEMPLATES = {
     "ood_eval": notebook(

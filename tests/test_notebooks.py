@@ -150,3 +150,20 @@ def test_a_bad_parameter_is_said_in_one_line_before_the_traceback(tmp_path):
     first = next(i for i, line in enumerate(lines) if "Traceback" in line or "error:" in line)
     assert done.returncode != 0
     assert lines[first] == "error: density=2 is not allowed: a fraction in (0, 1]", done.stderr
+
+
+def test_every_template_cell_is_valid_python():
+    """Each code cell of every template parses: a template string that writes a newline into an
+    f-string (``"\\n"`` instead of ``"\\\\n"`` in scripts/make_notebooks.py) broke six chapters."""
+    import ast
+    import json
+    from pathlib import Path
+
+    for path in sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb")):
+        for i, cell in enumerate(json.loads(path.read_text())["cells"]):
+            if cell["cell_type"] == "code":
+                source = "".join(cell["source"])
+                try:
+                    ast.parse(source)
+                except SyntaxError as err:
+                    raise AssertionError(f"{path.name} cell {i}: {err}") from None
