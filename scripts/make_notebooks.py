@@ -84,7 +84,9 @@ def check(fields: list[str] | None = None, extra: tuple[str, ...] = ()) -> str:
             "show_figures_as_images()\n")
 
 
-STUDY_CELLS = check(STUDY_FIELDS, ("study", "only", "run_missing")) + """
+# A study chapter's set-up after its parameter check (templates with more parameters put their own
+# check before it).
+STUDY_BODY = """
 import logging
 import sys
 
@@ -110,6 +112,7 @@ frame = results_frame(results)
 left_out = corrupt_markdown(frame)      # files that are not what a run writes: listed, not averaged
 Markdown(f"**Results shown:** study `{study}`, {describe_runs(frame)} (`{out_dir}`)."
          + (f"\\n\\n{left_out}" if left_out else ""))"""
+STUDY_CELLS = check(STUDY_FIELDS, ("study", "only", "run_missing")) + STUDY_BODY
 
 TEMPLATES = {
     "ood_eval": notebook(
@@ -218,7 +221,7 @@ hurts and to test MOON, part by part, there. Its cells are read as they ran, nev
                     "pilot_dir": ("book/results/regime-pilot", "its pilot's result folder")}),
         (check(STUDY_FIELDS, ("study", "only", "run_missing", "short_study", "short_dir",
                               "short_preset", "regime_dir", "pilot_dir"))
-         + STUDY_CELLS.split("\n", 2)[2], HIDE),
+         + STUDY_BODY, HIDE),
         ("## The paper-length study: all 55,000 images", ["md"]),
         ("""from moon.report import regime
 short_runs = collect(short_study, short_dir, preset=short_preset, exact=False)
@@ -413,7 +416,7 @@ the dense masked model against the FLOP ratio, and the stored sizes.""",
                        "book/results/sparse_inference/inference.json",
                        "the inference benchmark's result file")}),
         (check(STUDY_FIELDS, ("study", "only", "run_missing", "inference"))
-         + STUDY_CELLS.split("\n", 2)[2], HIDE),
+         + STUDY_BODY, HIDE),
         ("tables.cost_table(frame)", HIDE),
         ("""import json
 from pathlib import Path

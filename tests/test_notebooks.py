@@ -167,3 +167,15 @@ def test_every_template_cell_is_valid_python():
                     ast.parse(source)
                 except SyntaxError as err:
                     raise AssertionError(f"{path.name} cell {i}: {err}") from None
+
+
+def test_every_template_checks_its_parameters_once():
+    """One parameter check per template, naming all its parameters: a second check with the
+    common study list refused the regime and cost chapters' own parameters."""
+    import json
+    from pathlib import Path
+
+    for path in sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb")):
+        source = "".join("".join(c["source"]) for c in json.loads(path.read_text())["cells"]
+                         if c["cell_type"] == "code")
+        assert source.count("check_parameters(globals()") == 1, path.name
