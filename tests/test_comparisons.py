@@ -825,3 +825,11 @@ def test_chapters_end_with_answers(frame):
     assert dice.startswith("**Does DICE add to MOON?**") and f"of {len(inter)} setting" in dice
     cost = headline.cost_conclusion(frame)
     assert "does MOON cost extra training time? Yes in 5 of 5 settings" in cost   # 1.08-1.12x
+
+
+def test_p_values_in_words_never_read_zero():
+    """A p-value below 0.001 reads "p < 0.001", never "p = 0.000" (the intro's long text did)."""
+    from moon.report.headline import p_phrase
+
+    assert p_phrase(3e-6) == "p < 0.001"
+    assert p_phrase(0.0117) == "p = 0.012"

@@ -19,7 +19,7 @@ from moon.report import stats
 from moon.report.frame import (BASELINE, DETECTOR_NAMES, PRIMARY_METRICS, describe_runs, flag,
                                higher_is_better, method_name, metric_label, model_name,
                                moon_label, numeric, with_model)
-from moon.report.tables import interval_table, interval_text, ood_table, signed
+from moon.report.tables import interval_table, interval_text, ood_table, p_text, signed
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -148,9 +148,9 @@ def _consistency_bullet(effects: "pd.DataFrame", long: "pd.DataFrame",
     word = _metric_word(metric)
     return (f"**{word[:1].upper() + word[1:]}: the estimate is {'lower' if lower else 'higher'} "
             f"in {count} of {len(rows)} settings** ({signed(100 * rows['mean_diff'].min(), 1)} to "
-            f"{signed(100 * rows['mean_diff'].max(), 1)} points; the interval excludes 0 in "
+            f"{signed(100 * rows['mean_diff'].max(), 1)} points; the unadjusted 95% interval excludes 0 in "
             f"{moved}{tail}): a consistent small effect in direction, read post hoc (sign test "
-            f"p = {sign_p:.3f}).")
+            f"{p_phrase(sign_p)}).")
 
 
 def premise_bullet(frame: "pd.DataFrame", premise: str = "id.ece",
@@ -511,6 +511,12 @@ def _far_sources(frame: "pd.DataFrame") -> dict | None:
             "detail": ", ".join(f"{counts[n]} for {n}" for n in present)}
 
 
+def p_phrase(p: float) -> str:
+    """``p = 0.012`` or ``p < 0.001`` (never ``p = 0.000``)."""
+    text = p_text(p)
+    return f"p < {text[1:]}" if text.startswith("<") else f"p = {text}"
+
+
 # -- the long text, for a collapsible block ---------------------------------------------------------
 def headline_text(frame: "pd.DataFrame") -> str:
     """Per model and metric: what MOON changed in every setting, in words (the detail behind the
@@ -518,7 +524,7 @@ def headline_text(frame: "pd.DataFrame") -> str:
     effects = moon_effects(frame)
     lines = []
     for row in effects.to_dict("records"):
-        p = "" if math.isnan(row["p_value"]) else f", p = {row['p_value']:.3f}"
+        p = f", {p_phrase(row['p_value'])}" if p_text(row["p_value"]) else ""
         lines.append(f"- {_setting(row)}, {metric_label(row['metric'], short=True)}: "
                      f"{interval_text(row, 100)} points ({row['n']} pairs{p})")
     return "\n".join(lines)
