@@ -255,8 +255,12 @@ def conditional_verdict(declared: "pd.DataFrame", frame: "pd.DataFrame | None" =
     for metric, part in moon.groupby("metric", sort=False):
         kept = int(part["significant"].sum())
         untested = int((~part["testable"].astype(bool)).sum()) if "testable" in part else 0
+        mde = 100 * part["mde"].dropna() if "mde" in part else part.iloc[:0]
+        # a null is read with the smallest change its seeds could have seen (design.md, 9)
+        detect = (f"; detectable ±{mde.min():.1f} to ±{mde.max():.1f}"
+                  if kept < len(part) and len(mde) else "")
         parts.append(f"{metric_label(metric, short=True)} by {_span(part['mean_diff'])} "
-                     f"({kept} of {len(part)} survive Holm"
+                     f"({kept} of {len(part)} survive Holm" + detect
                      + (f"; {untested} not testable yet" if untested else "") + ")")
     fit = ""
     if frame is not None and "train.accuracy" in frame.columns:
