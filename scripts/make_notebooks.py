@@ -405,8 +405,10 @@ claims no significant extra cost), and the measured speed and size of the export
 
 **Default.** Reads (and if needed runs) the paper-length study, like the sweep chapter, and the
 inference benchmark's result (`bench/sparse_inference.py` writes
-`book/results/sparse_inference/inference.json`). Training applies masks by value, so training
-times do not shrink with density; the FLOPs are what kernels that skip inactive weights would need.
+`book/results/sparse_inference/inference.json`) and the training benchmark's
+(`bench/train_sparse.py`: `book/results/train_sparse/train_sparse.json`). The studies trained with
+masks applied by value (`kernel=masked`), so their training times do not shrink with density; the
+CSR trainer (`kernel=csr`) is what skipping inactive weights buys in training.
 On the CPU, peak memory is the process's peak RSS; the study ran two workers side by side.
 
 **What to look at.** The training-cost table, then the inference speed-up of the CSR export over
@@ -414,8 +416,10 @@ the dense masked model against the FLOP ratio, and the stored sizes.""",
         parameters("paper", "runs/paper", STUDY_FIELDS,
                    {**study_params("paper", NO_SWEEP), "inference": (
                        "book/results/sparse_inference/inference.json",
-                       "the inference benchmark's result file")}),
-        (check(STUDY_FIELDS, ("study", "only", "run_missing", "inference"))
+                       "the inference benchmark's result file"),
+                    "train_sparse": ("book/results/train_sparse/train_sparse.json",
+                                     "the training benchmark's result file")}),
+        (check(STUDY_FIELDS, ("study", "only", "run_missing", "inference", "train_sparse"))
          + STUDY_BODY, HIDE),
         ("tables.cost_table(frame)", HIDE),
         ("""import json
@@ -423,6 +427,14 @@ from pathlib import Path
 measured = json.loads(Path(inference).read_text()) if Path(inference).exists() else None
 figures.inference_figure(measured) if measured else Markdown(f"No inference benchmark at `{inference}`: run `python bench/sparse_inference.py`.")""", HIDE),
         ("tables.inference_table(measured) if measured else None", HIDE),
+        ("""training = json.loads(Path(train_sparse).read_text()) if Path(train_sparse).exists() else None
+if training:
+    display(Markdown(f"**Training on CSR kernels** (`bench/train_sparse.py`, RigL + MOON, batch 128; "
+                     f"{training['label']}): training images per second of the masked trainer, and "
+                     "the CSR trainer's speed against it, median [range] of interleaved rounds."))
+    display(tables.train_sparse_table(training))
+else:
+    display(Markdown(f"No training benchmark at `{train_sparse}`: run `python bench/train_sparse.py`."))""", HIDE),
         ("Markdown(headline.cost_conclusion(frame, measured))", HIDE)),
 
     "theory_unknown_class": notebook(

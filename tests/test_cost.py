@@ -25,3 +25,15 @@ def test_training_flops_follow_the_rigl_accounting():
     assert static["train_step"] == pytest.approx(3 * f_s)
     assert rigl["train_step"] == pytest.approx((300 * f_s + 2 * f_s + f_d) / 101)
     assert f_s < f_d   # ERK keeps the tiny first conv, which dominates the FLOPs, nearly dense
+
+
+def test_train_sparse_table_shows_every_row_with_its_ratio_and_range():
+    from moon.report.tables import train_sparse_table
+
+    row = {"width": "1024", "density": 0.05, "threads": 1,
+           "images_per_second": {"masked": 2544.2, "csr": 7406.0},
+           "csr/masked": {"median": 2.912, "min": 2.79, "max": 3.531}}
+    table = train_sparse_table({"rows": [row, {**row, "threads": 2}]})
+    assert len(table) == 2
+    assert table.iloc[0]["CSR / masked"] == "2.91x [2.79, 3.53]"
+    assert table.iloc[0]["masked (images/s)"] == "2,544"

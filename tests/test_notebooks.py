@@ -27,7 +27,7 @@ def test_parameters_are_run_config_fields(path):
         extra |= {"study", "only", "run_missing"}
         assert params["run_missing"]["default"] == "True"     # papermill -p alone just works
     # the chapters' extra inputs: the regime chapter's short study, the cost chapter's benchmark
-    extra |= {"short_study", "short_dir", "short_preset", "inference", "regime_dir",
+    extra |= {"short_study", "short_dir", "short_preset", "inference", "train_sparse", "regime_dir",
               "pilot_dir"} & names
     assert names - extra <= set(field_names()), f"unknown: {names - extra - set(field_names())}"
     if path.name == "ood_eval.ipynb":   # the main template exposes every field at its default

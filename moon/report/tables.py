@@ -413,3 +413,19 @@ def inference_table(inference: dict) -> "pd.DataFrame":
         lambda v: f"{v:.3f}")
     speed = speed.sort_index(level=["model", "density"], ascending=[True, False])
     return readable_index(speed)
+
+
+def train_sparse_table(measured: dict) -> "pd.DataFrame":
+    """The training benchmark (``bench/train_sparse.py``'s JSON) for a page: per MLP width,
+    density and thread count, training images per second of the masked trainer and the CSR
+    trainer's ratio to it (median of the interleaved rounds, with their range)."""
+    import pandas as pd
+
+    def ratio(r: dict) -> str:
+        return f"{r['median']:.2f}x [{r['min']:.2f}, {r['max']:.2f}]"
+
+    rows = [{"width": r["width"], "density": r["density"], "threads": r["threads"],
+             "masked (images/s)": f"{r['images_per_second']['masked']:,.0f}",
+             "CSR / masked": ratio(r["csr/masked"])}
+            for r in measured["rows"]]
+    return readable_index(pd.DataFrame(rows).set_index(["width", "density", "threads"]))
