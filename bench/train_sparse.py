@@ -42,21 +42,16 @@ from pathlib import Path
 import torch
 
 from moon.config import from_params
-from moon.data import ID_SETS, IDData
+from moon.data import IDData
 from moon.results import now_iso
 from moon.train import Trainer
+# the same synthetic images as the masked-trainer benchmark beside this file (bench/ is on the
+# path when a benchmark runs as a script, its memory child included)
+from train_overhead import synthetic_fashion
 
 KERNELS = ("masked", "csr", "auto")
 WIDTHS = (0, 1024, 2048)                 # 0: LeNet-300-100
 DENSITIES = (0.1, 0.05, 0.02)
-
-
-def synthetic_fashion(n: int, seed: int = 0) -> IDData:
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randint(0, 256, (n, 1, 28, 28), dtype=torch.uint8, generator=g)
-    y = torch.randint(0, 10, (n,), generator=g)
-    return IDData("fashion_mnist", 10, tuple(str(i) for i in range(10)), x, y, x[:512], y[:512],
-                  x[:512], y[:512], (0.5,), (0.29,), ID_SETS["fashion_mnist"])
 
 
 def trainer_for(width: int, density: float, kernel: str, data: IDData, method: str = "rigl"):
