@@ -177,3 +177,62 @@ def test_an_untestable_comparison_stays_in_its_family_and_is_marked():
     np.testing.assert_allclose(at[at.testable]["p_holm"], holm(raw)[at["testable"].to_numpy()])
     table = families_table(out)
     assert "not testable" in set(table["survives Holm"])
+
+
+def wide_frame(rng=np.random.default_rng(2)):
+    """The capacity arm: width 1024 at n = 0, dense and RigL 0.05, baseline and MOON, 3 seeds;
+    RigL is 0.02 worse in ECE, MOON 0.01 better in ECE (with a seed effect shared by the pair)."""
+    rows = []
+    for seed in range(3):
+        for method, density, gap in (("dense", 1.0, 0.0), ("rigl", 0.05, 0.02)):
+            ece = 0.1 + gap + rng.normal(0, 0.002)
+            for moon in (False, True):
+                rows.append(run(method, density, 0, seed, moon, width=1024,
+                                ece=ece - (0.01 if moon else 0) + rng.normal(0, 0.0005),
+                                train_acc=0.99 if method == "rigl" else 1.0))
+    return pd.DataFrame(rows)
+
+
+def test_the_declared_families_name_their_width_and_leave_the_capacity_arm_out():
+    endpoints = {**ENDPOINTS, "families": {
+        name: {**family, "cells": {**family["cells"], "width": [0]}}
+        for name, family in ENDPOINTS["families"].items()}}
+    narrow = study_frame()
+    both = pd.concat([narrow, wide_frame()], ignore_index=True)
+    out = declared_families(both, endpoints)
+    assert set(out.max_train_samples) == {2500, 5000}            # no n = 0 family
+    pd.testing.assert_frame_equal(out, declared_families(narrow, endpoints))
+    # a result written before `width` existed counts as width 0 (the RunConfig default)
+    old = narrow.drop(columns="width")
+    pd.testing.assert_frame_equal(declared_families(old, endpoints)[out.columns], out)
+
+
+def test_the_capacity_arm_is_read_apart_and_unadjusted():
+    wide = wide_frame()
+    narrow = study_frame()
+    long = regime_map.capacity_frame(pd.concat([narrow, wide], ignore_index=True), METRICS)
+    assert set(long.contrast) == set(regime_map.CAPACITY_CONTRASTS)
+    assert set(long.width) == {1024}
+    premise = long[(long.contrast == "sparse − dense") & (long.metric == "id.ece")].iloc[0]
+    plain = wide[~wide.unknown_class]
+    expected = welch_interval(plain[plain.method == "rigl"]["id.ece"],
+                              plain[plain.method == "dense"]["id.ece"])
+    assert premise.mean_diff == pytest.approx(expected.mean_diff) and premise.mean_diff > 0.015
+    moon = long[(long.contrast == "MOON − baseline") & (long.method == "rigl")
+                & (long.metric == "id.ece")].iloc[0]
+    assert moon.n == 3 and moon.mean_diff == pytest.approx(-0.01, abs=0.002)
+    fit = regime_map.capacity_fit(wide, narrow)
+    assert list(fit.method) == ["dense", "rigl"] and fit.wide.tolist() == pytest.approx([1.0, 0.99])
+    text = regime_map.capacity_verdict(long, fit)
+    assert "no adjustment" in text and "Holm" not in text
+    assert f"ECE {100 * premise.mean_diff:+.1f}" in text and "RigL 0.05 99.0%" in text
+
+
+def test_the_capacity_arm_without_its_dense_runs_says_so():
+    wide = wide_frame()
+    sparse_only = wide[wide.method == "rigl"]
+    long = regime_map.capacity_frame(sparse_only, METRICS)
+    assert set(long.contrast) == {"MOON − baseline"}
+    assert "no dense runs" in regime_map.capacity_verdict(
+        long, regime_map.capacity_fit(sparse_only))
+    assert regime_map.capacity_frame(study_frame(), METRICS).empty

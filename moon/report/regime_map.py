@@ -290,3 +290,94 @@ def pilot_markdown(decided: dict) -> str:
             f"{'joins' if decided['add_2500'] else 'does not join'} the grid. RigL 0.05 "
             f"baseline minus dense: {gaps}; the parts arm runs at "
             + (f"n = {parts:,}." if parts else "no n (no RigL baseline fits)."))
+
+
+# -- the capacity arm (a wider MLP on all 55,000 images) ----------------------------------------------
+CAPACITY_METRICS = ("ood.near.msp.auroc", "ood.far.msp.auroc", "id.accuracy", "id.ece",
+                    "id.ts_ece")
+CAPACITY_CONTRASTS = ("sparse − dense", "MOON − baseline")
+
+
+def capacity_frame(frame: "pd.DataFrame", metrics=CAPACITY_METRICS,
+                   level: float = 0.95) -> "pd.DataFrame":
+    """The capacity arm's comparisons, secondary as declared in ``studies/regime.yaml`` (95%
+    intervals, no adjustment): per wide setting (``width`` > 0) the sparse baseline - the dense
+    baseline of the same width and training-set size (Welch), and MOON - baseline paired by seed.
+    Columns ``contrast, model, width, method, density, metric, mean_diff, low, high, ...``; empty
+    where the arm has no pairs yet."""
+    import pandas as pd
+
+    wide = frame[numeric(frame, "width").fillna(0) > 0]
+    by = ("model", "width", "method", "density")
+    parts = []
+    if wide["method"].eq("dense").any() and wide["method"].ne("dense").any():
+        parts.append(sparsity_effect_frame(
+            wide, metrics, by=by, match=("dataset", "model", "epochs", "width",
+                                         "max_train_samples"), level=level
+        ).assign(contrast=CAPACITY_CONTRASTS[0]))
+    moon = paired_moon_frame(wide, metrics, by=by, level=level) if len(wide) else None
+    if moon is not None and len(moon):
+        parts.append(moon.assign(contrast=CAPACITY_CONTRASTS[1]))
+    columns = ["contrast", *by, "metric", *PAIRED_COLUMNS]
+    if not parts:
+        return pd.DataFrame(columns=columns)
+    return pd.concat(parts, ignore_index=True)[columns]
+
+
+def capacity_fit(frame: "pd.DataFrame", narrow: "pd.DataFrame | None" = None) -> "pd.DataFrame":
+    """Final training accuracy (mean over seeds) of the baselines of the capacity arm and, from
+    ``narrow`` (the paper-length study), of the LeNet-300-100 baselines of the same methods and
+    densities on the same 55,000 images: does width let the sparse model fit its data?"""
+    import pandas as pd
+
+    rows = []
+    wide = plain_baselines(frame[numeric(frame, "width").fillna(0) > 0])
+    for (method, density), runs in wide.groupby(["method", "density"], sort=True):
+        row = {"method": method, "density": float(density),
+               "wide": float(numeric(runs, "train.accuracy").mean()), "wide_runs": len(runs)}
+        if narrow is not None:
+            base = plain_baselines(lenet300_runs(narrow))
+            same = base[(base["method"] == method)
+                        & np.isclose(base["density"].astype(float), float(density))]
+            if "alpha_final" in same:
+                same = same[same["alpha_final"].fillna(1.0) == 1.0]
+            row.update(narrow=float(numeric(same, "train.accuracy").mean()) if len(same)
+                       else math.nan, narrow_runs=len(same))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def capacity_verdict(long: "pd.DataFrame", fit: "pd.DataFrame", width: int = 1024) -> str:
+    """The capacity arm in words: does the wider model fit, is the premise there (sparse −
+    dense), and what MOON does, each as a 95% interval without adjustment (the arm is secondary)
+    and a verdict per comparison (measurable or not)."""
+    from moon.report.frame import metric_label
+
+    if long.empty:
+        return "*The capacity arm has no comparisons yet.*"
+    fits = "; ".join(
+        f"{method_name(r['method'])} {r['density']:g} {100 * r['wide']:.1f}%"
+        + (f" (LeNet-300-100: {100 * r['narrow']:.1f}%)" if math.isfinite(r.get("narrow", math.nan))
+           else "") for r in fit.to_dict("records"))
+
+    def said(part) -> str:
+        out = []
+        for r in part.to_dict("records"):
+            interval = (f"[{_points(r['low'])}, {_points(r['high'])}]"
+                        if math.isfinite(r["low"]) else "(no interval)")
+            out.append(f"{metric_label(r['metric'], short=True)} {_points(r['mean_diff'])} "
+                       f"{interval}" + ("" if r["excludes_zero"] else " (includes 0)"))
+        return ", ".join(out)
+
+    text = [f"**The capacity arm (secondary: 95% intervals, no adjustment; points).** At width "
+            f"{width} on all 55,000 images the baselines end at training accuracy {fits}."]
+    for contrast in CAPACITY_CONTRASTS:
+        for (method, density), part in long[long["contrast"] == contrast].groupby(
+                ["method", "density"], sort=True):
+            measured = int(part["excludes_zero"].sum())
+            text.append(f"{contrast}, {method_name(method)} {float(density):g} "
+                        f"({int(part['n'].max())} {'pairs' if contrast.startswith('MOON') else 'runs'}): "
+                        f"{said(part)}; {measured} of {len(part)} intervals exclude 0.")
+    if not (long["contrast"] == CAPACITY_CONTRASTS[0]).any():
+        text.append("Sparse − dense: no dense runs of this width yet.")
+    return " ".join(text)

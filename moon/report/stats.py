@@ -142,8 +142,8 @@ def sparsity_effect_frame(frame: "pd.DataFrame", metrics=PRIMARY_METRICS,
             if len(a) and len(b):
                 rows.append({**dict(zip(by, group)), "metric": metric,
                              **asdict(welch_interval(a, b, level)), "n_base": len(b)})
-            elif len(a):
-                log.warning("no %s baseline runs to compare %s with", base_method, group)
+            elif len(a):   # a study still running: its reference cells have not landed yet
+                log.info("no %s baseline runs to compare %s with yet", base_method, group)
     return pd.DataFrame(rows, columns=[*by, "metric", *PAIRED_COLUMNS, "n_base"])
 
 
@@ -275,11 +275,21 @@ def declared_families(frame: "pd.DataFrame", endpoints: Mapping[str, Any]) -> "p
 
 
 def _select(frame: "pd.DataFrame", cells: Mapping[str, Any]) -> "pd.DataFrame":
+    """The runs whose fields take the listed values; a field a result file lacks (written before
+    the field existed) counts as its RunConfig default."""
+    import pandas as pd
+
+    from moon.config import RunConfig
+
+    defaults = RunConfig().to_dict()
     for axis, values in cells.items():
+        column = frame[axis] if axis in frame.columns else pd.Series(None, index=frame.index,
+                                                                     dtype=object)
+        column = column.where(column.notna(), defaults.get(axis))
         if axis == "density":
-            frame = frame[np.isin(frame[axis].astype(float).round(6), np.round(values, 6))]
+            frame = frame[np.isin(column.astype(float).round(6), np.round(values, 6))]
         else:
-            frame = frame[frame[axis].isin(values)]
+            frame = frame[column.isin(values)]
     return frame
 
 
