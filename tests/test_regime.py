@@ -58,3 +58,32 @@ def test_regime_contrast_is_read_within_studies_not_pooled():
     assert link["by_study"]["short"]["n"] == 12 and link["consistent"]
     text = temperature_link_text(link)
     assert "not supported in every study" in text and "Simpson" in text and "Prediction" in text
+
+
+def test_regime_contrast_is_also_read_within_settings():
+    """Within one study, two settings: across them r is positive (the second sits at a higher
+    temperature and a higher ECE change), within each it is negative. The within-setting r must
+    be computed on centred pairs, with its own interval, and named in the text."""
+    import numpy as np
+    import pandas as pd
+
+    from moon.report.headline import temperature_link_text
+    from moon.report.regime import temperature_link
+
+    rng = np.random.default_rng(1)
+    rows = []
+    for method, t0, c0 in (("rigl", 1.0, -0.02), ("set", 1.5, 0.02)):
+        for seed in range(10):
+            t = t0 + 0.03 * seed
+            change = c0 - 0.05 * (t - t0) + rng.normal(0, 0.001)
+            for moon in (False, True):
+                rows.append({"model": "mlp", "method": method, "density": 0.05, "seed": seed,
+                             "unknown_class": moon, "averaging": moon, "epochs": 100,
+                             "id.temperature": t, "id.ece": 0.05 + (change if moon else 0)})
+    link = temperature_link({"paper": pd.DataFrame(rows)})
+    assert link["by_study"]["paper"]["r"] > 0.5
+    within = link["within_setting"]["paper"]
+    assert within["r"] < -0.9 and within["settings"] == 2 and within["n"] == 20
+    assert within["low"] < within["r"] < within["high"] < 0
+    text = temperature_link_text(link)
+    assert f"r = {within['r']:+.2f}".replace("-", "−") in text and "within settings" in text

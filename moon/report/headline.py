@@ -763,6 +763,19 @@ def temperature_link_text(link: dict) -> str:
     elif signs:
         text += (" The prediction is " + ("supported" if signs == {False} else "not supported")
                  + " in every study.")
+    within = {study: c for study, c in link.get("within_setting", {}).items()
+              if math.isfinite(c["r"])}
+    if within:
+        text += (" Each study's r pools its settings, which differ in temperature and in MOON's "
+                 "effect at once; within settings (pairs centred on their setting's means): "
+                 + "; ".join(f"{study}: r = {signed(c['r'], 2)} [{signed(c['low'], 2)}, "
+                             f"{signed(c['high'], 2)}] ({c['n']} pairs in {c['settings']} "
+                             "settings)" for study, c in within.items())
+                 + ". A negative r within a setting is what the prediction expects, but also what "
+                 "the baseline's own seed-to-seed noise produces (a seed whose baseline happens to "
+                 "be worse calibrated has a higher temperature and, its ECE entering the change "
+                 "with a minus sign, a more negative change), so it is no evidence for the "
+                 "prediction either.")
     if math.isfinite(link["r"]) and ((link["r"] > 0) not in signs or len(signs) > 1):
         return (text + f" {pooled}: a number that mixes the schedules and takes a sign not every "
                 "study shares (Simpson's paradox), so it is no evidence about over-confidence.")

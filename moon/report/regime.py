@@ -23,6 +23,7 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from moon.report.stats import moon_pairs
@@ -103,8 +104,37 @@ def temperature_link(frames: dict[str, pd.DataFrame], level: float = 0.95) -> di
     # study's own r stands beside it, and the reading rests on those (consistent: same sign).
     out["by_study"] = {study: _correlation(part, level)
                        for study, part in data.groupby("study", sort=False)}
+    # within a study, settings differ in temperature and in MOON's effect at once: the reading
+    # also stands on the correlation within each setting (pairs centred on their setting's means)
+    out["within_setting"] = {study: _within_correlation(part, level)
+                             for study, part in data.groupby("study", sort=False)}
     signs = {math.copysign(1, v["r"]) for v in out["by_study"].values() if math.isfinite(v["r"])}
     out["consistent"] = len(signs) == 1 and len(out["by_study"]) > 0
+    return out
+
+
+SETTING = ("model", "method", "density")
+
+
+def _within_correlation(data: pd.DataFrame, level: float) -> dict[str, Any]:
+    """Pearson's r within settings: ``temperature`` and ``ece_change`` centred on their setting's
+    means (:data:`SETTING`), so a difference between settings cannot make the correlation. The
+    Fisher-z interval loses one degree of freedom per setting (se = 1/sqrt(n - g - 2) for n pairs
+    in g settings); written here because scipy's ``pearsonr`` interval assumes one group. NaN
+    with fewer than 4 pairs beyond the settings."""
+    from scipy import stats
+
+    groups = data.groupby(list(SETTING), sort=False)
+    centred = data.assign(temperature=data["temperature"] - groups["temperature"].transform("mean"),
+                          ece_change=data["ece_change"] - groups["ece_change"].transform("mean"))
+    n, g = len(data), groups.ngroups
+    out: dict[str, Any] = {"n": n, "settings": g, "r": float("nan"), "low": float("nan"),
+                           "high": float("nan")}
+    if n - g - 2 >= 2 and centred["temperature"].std() > 0 and centred["ece_change"].std() > 0:
+        r = float(np.corrcoef(centred["temperature"], centred["ece_change"])[0, 1])
+        half = stats.norm.ppf((1 + level) / 2) / math.sqrt(n - g - 2)
+        z = math.atanh(max(min(r, 1 - 1e-12), -1 + 1e-12))
+        out.update(r=r, low=math.tanh(z - half), high=math.tanh(z + half))
     return out
 
 
