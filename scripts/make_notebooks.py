@@ -300,17 +300,19 @@ if parts is None:
     display(Markdown("*The parts arm has no cells in this checkout yet.*"))""", HIDE),
         ("""## More width: the capacity arm
 
-A 784-1024-1024 MLP on all 55,000 images, dense and RigL 0.05, baseline and MOON, 3 seeds.""",
+A 784-1024-1024 MLP on all 55,000 images, dense and RigL 0.05, baseline and MOON, 3 seeds: does
+width, rather than fewer images, bring the sparse model to fit its data, and is the premise there?
+Declared secondary in `studies/regime.yaml`: 95% intervals without adjustment, 3 seeds a side.""",
          ["md"]),
         ("""wide = None if regime_study is None else regime_study[regime_study["width"].fillna(0) > 0]
 if wide is None or wide.empty:
-    display(Markdown("*The capacity arm has no cells in this checkout yet (its runs are dense "
-                     "compute in the masked trainer: hours each on this CPU).*"))
+    display(Markdown("*The capacity arm has no cells in this checkout yet (`make study-regime`, "
+                     "its last two lines).*"))
 else:
-    display(tables.families_table(stats.declared_families(
-        wide, {**load_study("regime").endpoints, "families": {
-            k: {**v, "cells": {**v["cells"], "method": ["rigl"]}}
-            for k, v in load_study("regime").endpoints["families"].items()}})))""", HIDE)),
+    capacity = regime_map.capacity_frame(wide)
+    display(Markdown(regime_map.capacity_verdict(capacity, regime_map.capacity_fit(wide, frame))))
+    if len(capacity):
+        display(tables.interval_table(capacity, ["contrast", "method", "density"]))""", HIDE)),
 
     "ablation": notebook(
         """# Ablation: MOON's parts
