@@ -4,6 +4,8 @@ pilot's declared decisions. Synthetic frames with known differences."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -226,6 +228,13 @@ def test_the_capacity_arm_is_read_apart_and_unadjusted():
     text = regime_map.capacity_verdict(long, fit)
     assert "no adjustment" in text and "Holm" not in text
     assert f"ECE {100 * premise.mean_diff:+.1f}" in text and "RigL 0.05 99.0%" in text
+    # the answer leads, read from the same intervals; the dense setting is not called "dense 1"
+    answer = regime_map.capacity_answer(long, fit)
+    assert text.startswith(answer) and not re.search(r"dense 1\b", text)
+    assert "worse than dense in ECE" in answer and "to 99.0% (dense of this width: 100.0%)" in answer
+    moon_sparse = long[(long.contrast == "MOON − baseline") & (long.method != "dense")]
+    assert (f"{int(moon_sparse.excludes_zero.sum())} of {len(moon_sparse)} intervals exclude 0"
+            in answer) and moon_sparse.excludes_zero.any()
 
 
 def test_the_capacity_arm_without_its_dense_runs_says_so():

@@ -355,8 +355,11 @@ def capacity_verdict(long: "pd.DataFrame", fit: "pd.DataFrame", width: int = 102
 
     if long.empty:
         return "*The capacity arm has no comparisons yet.*"
+    def setting(method, density) -> str:
+        return method_name(method) + ("" if method == "dense" else f" {float(density):g}")
+
     fits = "; ".join(
-        f"{method_name(r['method'])} {r['density']:g} {100 * r['wide']:.1f}%"
+        f"{setting(r['method'], r['density'])} {100 * r['wide']:.1f}%"
         + (f" (LeNet-300-100: {100 * r['narrow']:.1f}%)" if math.isfinite(r.get("narrow", math.nan))
            else "") for r in fit.to_dict("records"))
 
@@ -375,9 +378,47 @@ def capacity_verdict(long: "pd.DataFrame", fit: "pd.DataFrame", width: int = 102
         for (method, density), part in long[long["contrast"] == contrast].groupby(
                 ["method", "density"], sort=True):
             measured = int(part["excludes_zero"].sum())
-            text.append(f"{contrast}, {method_name(method)} {float(density):g} "
+            text.append(f"{contrast}, {setting(method, density)} "
                         f"({int(part['n'].max())} {'pairs' if contrast.startswith('MOON') else 'runs'}): "
                         f"{said(part)}; {measured} of {len(part)} intervals exclude 0.")
     if not (long["contrast"] == CAPACITY_CONTRASTS[0]).any():
         text.append("Sparse − dense: no dense runs of this width yet.")
-    return " ".join(text)
+    return " ".join([capacity_answer(long, fit), *text])
+
+
+def capacity_answer(long: "pd.DataFrame", fit: "pd.DataFrame") -> str:
+    """The capacity arm's answer first, from the same numbers: how far width brings the sparse
+    baseline towards fitting its data, which half of the premise appears (a sparse − dense interval that
+    excludes 0 on the worse side is *harmed*, on the better side *better*), and whether any
+    MOON − baseline interval of a sparse setting excludes 0."""
+    from moon.report.frame import higher_is_better, metric_label
+
+    dense = fit.loc[fit["method"] == "dense", "wide"]
+    words = []
+    for r in fit[fit["method"] != "dense"].to_dict("records"):
+        narrow = r.get("narrow", math.nan)
+        words.append(f"width takes {method_name(r['method'])} {r['density']:g}'s training accuracy "
+                     + (f"from {100 * narrow:.1f}% (LeNet-300-100) " if math.isfinite(narrow) else "")
+                     + f"to {100 * r['wide']:.1f}%"
+                     + (f" (dense of this width: {100 * dense.iloc[0]:.1f}%)" if len(dense) else ""))
+    premise = long[long["contrast"] == CAPACITY_CONTRASTS[0]]
+    if len(premise):
+        harmed, better, unclear = [], [], []
+        for r in premise.to_dict("records"):
+            label = metric_label(r["metric"], short=True).replace(", MSP", " (MSP)")
+            if not r["excludes_zero"]:
+                unclear.append(label)
+            elif (r["mean_diff"] > 0) == higher_is_better(r["metric"]):
+                better.append(label)
+            else:
+                harmed.append(label)
+        words.append("sparse is worse than dense in " + (", ".join(harmed) or "nothing measurable")
+                     + (f", better in {', '.join(better)}" if better else "")
+                     + (f", indistinguishable in {', '.join(unclear)}" if unclear else ""))
+    moon = long[(long["contrast"] == CAPACITY_CONTRASTS[1]) & (long["method"] != "dense")]
+    if len(moon):
+        measured = int(moon["excludes_zero"].sum())
+        words.append(f"MOON − baseline on the sparse model: {measured} of {len(moon)} intervals "
+                     f"exclude 0 at {int(moon['n'].max())} seeds")
+    text = "; ".join(words)
+    return "**Answer.** " + text[:1].upper() + text[1:] + "."
