@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -531,8 +532,10 @@ def test_verdict_is_three_to_five_bold_led_bullets(frame, two_models):
     assert acc.startswith("**Accuracy: higher in 5 of 5 settings, lower in none** (+1.1 to "
                           "+1.1 points")
     assert ece.startswith("**ECE: lower in 5 of 5 settings, higher in none** (−2.1 to −2.1")
-    assert premise == ("**Premise held: sparse had higher ECE than dense in 4 of 4 settings, "
-                       "lower in none** (+4.5 to +5.7 points).")
+    assert premise == ("**Premise: calibration half held, accuracy and OOD half held** (sparse "
+                       "was worse calibrated than dense in 4 of 4 sparse settings; sparse is worse "
+                       "in near-OOD AUROC in 4 of 4, far-OOD AUROC in 4 of 4, accuracy in 4 of 4; "
+                       "unadjusted 95% intervals).")
     both = headline.verdict(two_models)                      # per-model rows, never pooled
     assert both[2].startswith("**Accuracy: higher in 10 of 10 settings, lower in none** "
                               "(+1.1 to +2.1 points")
@@ -604,8 +607,10 @@ def test_paper_vs_ours_answers_every_published_claim(frame):
     assert answer["moon_ece"].startswith("−2.1 to −2.1; worse in 0 of 5 (no equivalence test")
     premise = sparsity_effect_frame(frame, metrics=("id.ece",))
     rigl = premise[(premise["method"] == "rigl") & (premise["density"] == 0.05)].iloc[0]
-    assert answer["sparse_minus_dense_ece"] == \
-        f"RigL 0.05 − dense: LeNet-5 {interval_text(rigl, 100)}"
+    assert answer["sparse_minus_dense_ece"].startswith(
+        f"RigL 0.05 − dense: LeNet-5 {interval_text(rigl, 100)}; RigL 0.05 − dense, near-OOD "
+        "AUROC: LeNet-5 ")                       # the premise's other half beside the ECE one
+    assert "RigL 0.05 − dense, accuracy: LeNet-5 " in answer["sparse_minus_dense_ece"]
     assert answer["cigl_minus_rigl_ece"] == answer["cigl_minus_rigl_accuracy"] \
         == "not in this study"                                # no CigL runs in the frame
     gain, low, high = (100 * v for v in hand_interval(GAIN["baseline"]))      # plain runs only
@@ -638,9 +643,14 @@ def test_not_reproduced_names_our_number_and_its_explanation(frame):
                               "dense")
     assert "Ours: sparse − dense −3.0 to −3.0 points, worse calibrated in 0 of 4" in premise
     assert "temperature of the baselines is 1.80 dense and 1.50 sparse" in premise
+    # which half of the premise failed: calibration; the OOD AUROCs are equal here, accuracy not
+    assert headline.premise_bullet(flat).startswith(
+        "**Premise: calibration half failed, accuracy and OOD half partly held** (sparse was "
+        "better calibrated than dense in 4 of 4 sparse settings; sparse is worse in near-OOD "
+        "AUROC in 0 of 4")
 
 
-def test_limitations_carry_their_numbers(frame):
+def test_limitations_carry_their_numbers(frame, tmp_path):
     from moon.report import headline
 
     bullets = headline.limitations(frame)
@@ -651,6 +661,15 @@ def test_limitations_carry_their_numbers(frame):
     more = headline.limitations(far)
     assert "is 4,000 crops of 10 source images (2 for photos, 8 for textures)" in more[-2]
     assert more[-1].startswith(f"**Code versions.** These {len(far)} runs ran from 2 commits")
+    assert "uncommitted" not in more[-1] and "was not checked by retraining" in more[-1]
+    record = tmp_path / "reproduce.txt"
+    record.write_text("# python -m moon reproduce X --cells 3 (commit abc1234, 2026-12-06)\n"
+                      "same: cell: 490 metrics, max |diff| 0\n3 of 3 reruns reproduce X (tolerance 0)\n")
+    dirty = far.assign(**{"provenance.git_dirty": [True] + [False] * (len(far) - 1)})
+    code = headline.limitations(dirty, reproduced=record)[-1]
+    assert "ran from 2 commits" in code and "1 of them from a checkout with uncommitted" in code
+    assert code.endswith("(python -m moon reproduce X --cells 3 (commit abc1234, 2026-12-06)): 3 of "
+                         "3 reruns reproduce X (tolerance 0); the other runs were not retrained.")
     mde = 100 * paired_moon_frame(frame).groupby("metric")["mde"].median()
     assert bullets[0].startswith("**Seeds.** 3 or more seeds per setting")
     assert (f"±{mde['ood.near.msp.auroc']:.1f} points of near-OOD AUROC, "
@@ -793,7 +812,8 @@ def test_verdict_names_the_declared_family_adjusts_it_and_labels_the_rest(frame)
     assert f"higher in {up} of {len(near)} settings" in bullets[1] and "sign test" in bullets[1]
     assert "unadjusted" in bullets[2]
     assert "temperature shift" in bullets[3]
-    assert bullets[-1].startswith("**Premise held: sparse was worse calibrated than dense in 4 of 4")
+    assert bullets[-1].startswith("**Premise: calibration half held, accuracy and OOD half held** "
+                                  "(sparse was worse calibrated than dense in 4 of 4")
     assert "accuracy in 4 of 4" in bullets[-1]
     assert headline.verdict(frame) == headline.verdict(frame, {})   # no family: as before
 
@@ -823,8 +843,18 @@ def test_chapters_end_with_answers(frame):
     inter = posthoc_gain_frame(frame)
     inter = inter[inter["moon"] == "MOON − baseline"]
     assert dice.startswith("**Does DICE add to MOON?**") and f"of {len(inter)} setting" in dice
+    assert "interactions under about ±" in dice                   # a sized null
     cost = headline.cost_conclusion(frame)
     assert "does MOON cost extra training time? Yes in 5 of 5 settings" in cost   # 1.08-1.12x
+    assert "unadjusted 95% interval" in cost and "no training-cost figure" in cost
+    # the best detector per setting, counted over settings, never one mean pooled over them
+    posthoc = headline.posthoc_conclusion(frame)
+    settings = frame[frame["moon"] == "baseline"].groupby(["model", "method", "density"]).ngroups
+    for kind in ("near", "far"):
+        wins = re.search(rf"[Oo]n {kind}-OOD the best detector of a plain setting was (.*?) of "
+                         r"(\d+) settings", posthoc)
+        assert wins and int(wins[2]) == settings
+        assert sum(int(part.rsplit(" in ", 1)[1]) for part in wins[1].split(", ")) == settings
 
 
 def test_p_values_in_words_never_read_zero():

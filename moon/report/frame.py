@@ -234,7 +234,10 @@ def results_frame(results_or_root) -> "pd.DataFrame":
         if result.history:                  # the regime: how well the run fit its training data
             row["train.accuracy"] = result.history[-1].get("train_acc")
             row["train.unknown_mass"] = result.history[-1].get("unknown_mass")
-        row["provenance.git_sha"] = (result.provenance or {}).get("git_sha")
+        provenance = result.provenance or {}
+        row["provenance.git_sha"] = provenance.get("git_sha")
+        row["provenance.git_dirty"] = provenance.get("git_dirty")
+        row["provenance.num_threads"] = provenance.get("num_threads")
         rows.append(row)
     frame = with_group_means(pd.DataFrame(rows))
     # plain dicts, not a frame: pandas compares attrs when it concatenates frames

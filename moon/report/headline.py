@@ -53,7 +53,7 @@ def _effect_bullet(effects: "pd.DataFrame", metric: str) -> str | None:
     n_up, n_down = int((moved & (rows["mean_diff"] > 0)).sum()), int(
         (moved & (rows["mean_diff"] < 0)).sum())
     mde = 100 * rows["mde"].median()
-    seen = (f"; detectable ±{mde:.1f}" if math.isfinite(mde)
+    seen = (f"; unadjusted 95% intervals, detectable ±{mde:.1f}" if math.isfinite(mde)
             else "; single runs, no intervals")
     span = f"{signed(diffs.min(), 1)} to {signed(diffs.max(), 1)} points"
     name = name[:1].upper() + name[1:]
@@ -74,26 +74,6 @@ def _premise_counts(frame: "pd.DataFrame") -> tuple["pd.DataFrame", int, int]:
     moved = effect["excludes_zero"]
     return (effect, int((moved & (effect["mean_diff"] > 0)).sum()),
             int((moved & (effect["mean_diff"] < 0)).sum()))
-
-
-def _premise_bullet(frame: "pd.DataFrame") -> str | None:
-    """Whether plain sparse training was worse calibrated than dense (ECE, sparse - dense)."""
-    effect, worse, better = _premise_counts(frame)
-    if effect.empty:
-        return None
-    n = len(effect)
-    tail = lambda k: str(k) if k else "none"          # noqa: E731
-    if worse > better:
-        lead = (f"Premise held: sparse had higher ECE than dense in {worse} of {n} settings, "
-                f"lower in {tail(better)}")
-    elif better > worse:
-        lead = (f"Premise failed: sparse had lower ECE than dense in {better} of {n} settings, "
-                f"higher in {tail(worse)}")
-    else:
-        lead = (f"Premise not seen: sparse had higher ECE than dense in {worse} of {n} settings, "
-                f"lower in {better}")
-    return (f"**{lead}** ({signed(100 * effect['mean_diff'].min(), 1)} to "
-            f"{signed(100 * effect['mean_diff'].max(), 1)} points).")
 
 
 def _metric_word(metric: str) -> str:
@@ -169,14 +149,31 @@ def premise_bullet(frame: "pd.DataFrame", premise: str = "id.ece",
                           int((moved & ((rows["mean_diff"] > 0) == higher_is_better(metric))).sum()),
                           len(rows))
     worse, better, n = counts[premise]
-    lead = ("Premise held" if worse > better else "Premise failed" if better > worse
-            else "Premise not seen")
-    head = (f"**{lead}: sparse was {'worse' if worse >= better else 'better'} calibrated than "
-            f"dense in {max(worse, better)} of {n} sparse settings**")
-    rest = [f"{_metric_word(m)} in {w} of {k}" for m, (w, b, k) in counts.items()
-            if m != premise]
-    return head + (f"; sparse is still worse in {', '.join(rest)}" if rest else "") + \
-        " (unadjusted 95% intervals)."
+    rest = {m: c for m, c in counts.items() if m != premise}
+    lead = f"Premise: calibration half {_half(worse, better, n)}"
+    if rest:
+        halves = {_half(*c) for c in rest.values()}
+        lead += (", accuracy and OOD half "
+                 + (halves.pop() if len(halves) == 1 else
+                    "partly held" if halves & {"held", "partly held"} else "not seen"))
+    text = (f"**{lead}** (sparse was {'worse' if worse >= better else 'better'} calibrated than "
+            f"dense in {max(worse, better)} of {n} sparse settings")
+    if rest:
+        text += ("; sparse is worse in "
+                 + ", ".join(f"{_metric_word(m)} in {w} of {k}" + (f" (better in {b})" if b else "")
+                             for m, (w, b, k) in rest.items()))
+    return text + "; unadjusted 95% intervals)."
+
+
+def _half(worse: int, better: int, n: int) -> str:
+    """One metric of the premise over ``n`` sparse settings: held where sparse is measurably
+    worse than dense in most of them, partly held where in fewer but still more often than it
+    is measurably better, failed where it is better more often, not seen where neither."""
+    if better > worse:
+        return "failed"
+    if worse == better:
+        return "not seen"
+    return "held" if 2 * worse > n else "partly held"
 
 
 def verdict(frame: "pd.DataFrame", endpoints: Mapping | None = None,
@@ -189,10 +186,9 @@ def verdict(frame: "pd.DataFrame", endpoints: Mapping | None = None,
     effects = moon_effects(frame)
     if not endpoints or not endpoints.get("primary"):
         bullets = [_effect_bullet(effects, m) for m in PRIMARY_METRICS]
-        return [b for b in bullets + [_premise_bullet(frame)] if b]
+        return [b for b in bullets + [premise_bullet(frame)] if b]
     long = stats.primary_endpoints(frame, endpoints)
     far = _effect_bullet(effects, "ood.far.msp.auroc")
-    far = far and far.replace("** (", "** (unadjusted 95% intervals; ", 1)
     bullets = [_primary_bullet(long, family), _consistency_bullet(effects, long), far,
                calibration_bullet(frame), premise_bullet(frame)]
     return [b for b in bullets if b]
@@ -251,14 +247,15 @@ def _setting(row) -> str:
                     else f"{method_name(row['method'])} {float(row['density']):g}")
 
 
-def _between(metric: str, method: str, base: str, density: float = 0.05) -> Callable:
+def _between(metric: str, method: str, base: str, density: float = 0.05,
+             label: str = "") -> Callable:
     def measure(frame, effects):
         rows = stats.method_contrast(frame, [metric], method, base, density)
         parts = [f"{model_name(row['model'])} {interval_text(row, 100)}"
                  for row in rows.to_dict("records")]
-        label = f"{method_name(method)} {density:g} − {method_name(base)}" + (
-            "" if base == "dense" else f" {density:g}")
-        return f"{label}: " + ", ".join(parts) if parts else "not in this study"
+        name = f"{method_name(method)} {density:g} − {method_name(base)}" + (
+            "" if base == "dense" else f" {density:g}") + (f", {label}" if label else "")
+        return f"{name}: " + ", ".join(parts) if parts else "not in this study"
     return measure
 
 
@@ -336,7 +333,11 @@ VERDICTS: dict[str, Callable] = {
 MEASURES: dict[str, Callable] = {
     "moon_best_auroc": _best_auroc, "moon_accuracy": _range("id.accuracy"),
     "moon_ece": _range("id.ece"),
-    "sparse_minus_dense_ece": _between("id.ece", "rigl", "dense"),
+    "sparse_minus_dense_ece": lambda frame, effects: "; ".join(
+        measure(frame, effects) for measure in (
+            _between("id.ece", "rigl", "dense"),
+            _between("ood.near.msp.auroc", "rigl", "dense", label="near-OOD AUROC"),
+            _between("id.accuracy", "rigl", "dense", label="accuracy"))),
     "cigl_minus_rigl_ece": _between("id.ece", "cigl", "rigl"),
     "cigl_minus_rigl_accuracy": _between("id.accuracy", "cigl", "rigl"),
     "dice_minus_energy_near": _dice_energy,
@@ -453,7 +454,7 @@ def not_reproduced(frame: "pd.DataFrame", path: str | Path = PUBLISHED) -> list[
 
 
 # -- limitations ------------------------------------------------------------------------------------
-def limitations(frame: "pd.DataFrame") -> list[str]:
+def limitations(frame: "pd.DataFrame", reproduced: str | Path | None = None) -> list[str]:
     """What bounds these results, each with its number from the result files: the seeds (and the
     smallest detectable effect), the schedule and its cost, the benchmark's scale."""
     effects = moon_effects(frame)
@@ -486,13 +487,36 @@ def limitations(frame: "pd.DataFrame") -> list[str]:
             f"({far['detail']}): crops of one image are not independent, so its effective sample "
             f"size is nearer {far['sources']} than {far['crops']:,}, and MOON's far-OOD effect is "
             f"detectable only to ±{far_mde.min():.1f} to ±{far_mde.max():.1f} points.")
-    shas = sorted({s for s in frame.get("provenance.git_sha", []) if isinstance(s, str)})
-    if shas:
-        bullets.append(f"**Code versions.** These {len(frame)} runs ran from {len(shas)} commit"
-                       f"{'s' if len(shas) > 1 else ''} of this repository ("
-                       + ", ".join(s[:7] for s in shas) + "; each run's is in the reproducibility "
-                       "page's table).")
+    code = code_versions(frame, reproduced)
+    if code:
+        bullets.append(code)
     return bullets
+
+
+def code_versions(frame: "pd.DataFrame", reproduced: str | Path | None = None) -> str | None:
+    """The commits the runs came from, how many ran from a checkout with uncommitted changes, and
+    what is known about whether the numerics changed between those commits: the last lines of a
+    ``moon reproduce`` record (``reproduced``) when there is one, else that nobody checked."""
+    shas = sorted({s for s in frame.get("provenance.git_sha", []) if isinstance(s, str)})
+    if not shas:
+        return None
+    dirty = int(flag(frame, "provenance.git_dirty").sum()) if "provenance.git_dirty" in frame else 0
+    text = (f"**Code versions.** These {len(frame)} runs ran from {len(shas)} commit"
+            f"{'s' if len(shas) > 1 else ''} of this repository (" + ", ".join(s[:7] for s in shas)
+            + "; each run's is in the reproducibility page's table)"
+            + (f", {dirty} of them from a checkout with uncommitted changes" if dirty else "")
+            + ". ")
+    record = Path(reproduced) if reproduced else None
+    if record is not None and record.is_file():
+        lines = [line for line in record.read_text().splitlines() if line.strip()]
+        head = lines[0].lstrip("# ") if lines else ""
+        text += (f"Whether the numerics changed between them was checked by retraining a few runs "
+                 f"with later code ({head}): {lines[-1] if lines else 'no result'}; the other "
+                 "runs were not retrained.")
+    else:
+        text += ("Whether the numerics changed between these commits was not checked by "
+                 "retraining (`make reproduce`).")
+    return text
 
 
 def _far_sources(frame: "pd.DataFrame") -> dict | None:
@@ -574,12 +598,13 @@ def calibration_conclusion(frame: "pd.DataFrame") -> str:
             lower = int((rows["excludes_zero"] & (rows["mean_diff"] < 0)).sum())
             higher = int((rows["excludes_zero"] & (rows["mean_diff"] > 0)).sum())
             mde = 100 * rows["mde"].median()
-            seen = (f" (changes under about ±{mde:.1f} points could not be seen)"
+            seen = (f"; changes under about ±{mde:.1f} points could not be seen"
                     if math.isfinite(mde) and mde > 0 else "")
             text.append(f"{metric_label(metric, short=True)}: MOON − baseline "
                         f"{signed(100 * rows['mean_diff'].min(), 1)} to "
                         f"{signed(100 * rows['mean_diff'].max(), 1)} points, measurably lower in "
-                        f"{lower} and higher in {higher} of {len(rows)} settings{seen}")
+                        f"{lower} and higher in {higher} of {len(rows)} settings (unadjusted 95% "
+                        f"intervals{seen})")
     temps = numeric(frame[frame["moon"] == "baseline"], "id.temperature")
     if temps.notna().any():
         text.append(f"the baselines' fitted temperatures range from {temps.min():.2f} to "
@@ -648,24 +673,35 @@ def alpha_sweep_conclusion(sweep: "pd.DataFrame") -> str:
     return _bold("MOON − baseline by alpha_final (points): " + "; ".join(parts) + "." + trend)
 
 
-def posthoc_conclusion(frame: "pd.DataFrame", kinds=("near", "far")) -> str:
-    """The best detector per OOD group on the plain dense and sparse models, and DICE against
-    energy."""
+def posthoc_conclusion(frame: "pd.DataFrame", kinds=("near", "far"),
+                       by=("model", "method", "density")) -> str:
+    """The best detector of each plain setting per OOD group (how many settings each detector
+    wins, never one mean pooled over settings), its AUROC range against MSP's in the same
+    settings, DICE against energy, and whether DICE adds to MOON."""
     from moon.report.frame import DETECTOR_NAMES
 
     plain = frame[frame["moon"] == "baseline"]
+    by = [c for c in by if c in plain.columns]
     parts = []
     for kind in kinds:
         columns = {c: c.split(".")[2] for c in plain.columns
                    if c.startswith(f"ood.{kind}.") and c.endswith(".auroc")}
-        if not columns:
+        if not columns or plain.empty:
             continue
-        means = plain[list(columns)].apply(lambda s: numeric(plain, s.name)).mean()
-        best = means.idxmax()
-        parts.append(f"on {kind}-OOD the best detector of the plain models was "
-                     f"{DETECTOR_NAMES.get(columns[best], columns[best])} "
-                     f"({100 * means[best]:.1f}% AUROC, against {100 * means.get(f'ood.{kind}.msp.auroc', math.nan):.1f}% "
-                     f"for MSP)")
+        means = plain[by].join(plain[list(columns)].apply(lambda s: numeric(plain, s.name))) \
+            .groupby(by, sort=True).mean().dropna(axis=1, how="all")
+        if means.empty:
+            continue
+        best = means.idxmax(axis=1)
+        wins = best.map(lambda c: DETECTOR_NAMES.get(columns[c], columns[c])).value_counts()
+        top = [means.loc[i, c] for i, c in best.items()]
+        msp = means.get(f"ood.{kind}.msp.auroc")
+        parts.append(
+            f"on {kind}-OOD the best detector of a plain setting was "
+            + ", ".join(f"{name} in {count}" for name, count in wins.items())
+            + f" of {len(means)} settings (its AUROC {100 * min(top):.1f}% to {100 * max(top):.1f}%"
+            + (f"; MSP {100 * msp.min():.1f}% to {100 * msp.max():.1f}% in the same settings"
+               if msp is not None else "") + ")")
     parts.append(_dice_energy(frame, None))
     return _bold("; ".join(parts) + ". " + dice_moon_answer(frame))
 
@@ -673,21 +709,35 @@ def posthoc_conclusion(frame: "pd.DataFrame", kinds=("near", "far")) -> str:
 def dice_moon_answer(frame: "pd.DataFrame", kinds=("near", "far")) -> str:
     """Does DICE add to MOON? The interaction (DICE's gain over energy on a MOON run minus its
     gain on the paired baseline run), per setting: in how many it is measurably positive or
-    negative (unadjusted 95% intervals), with the range in points."""
+    negative (unadjusted 95% intervals), the range in points and the smallest interaction the
+    seeds could detect. An interaction near 0 means the two add up: DICE changes a MOON run by
+    what it changes the baseline, whatever the sign of that change."""
     gains = stats.posthoc_gain_frame(frame, kinds=kinds)
     inter = gains[gains["moon"] == "MOON − baseline"].dropna(subset=["mean_diff"])
     if inter.empty:
         return "Whether DICE adds to MOON: no MOON-baseline pairs."
     up = int((inter["excludes_zero"] & (inter["mean_diff"] > 0)).sum())
     down = int((inter["excludes_zero"] & (inter["mean_diff"] < 0)).sum())
+    alone = gains[gains["moon"] == BASELINE].dropna(subset=["mean_diff"])
+    loses = int((alone["excludes_zero"] & (alone["mean_diff"] < 0)).sum())
+    helps = int((alone["excludes_zero"] & (alone["mean_diff"] > 0)).sum())
     if 2 * (up + down) < len(inter):
-        answer = "mostly neither: in most cells the two neither add up nor cancel measurably"
+        answer = ("their effects add up, as far as the seeds can tell: DICE changes a MOON run's "
+                  "AUROC by about what it changes its baseline's")
+        if len(alone):
+            answer += (f" (on a baseline, DICE − energy is measurably positive in {helps} and "
+                       f"negative in {loses} of {len(alone)} setting x group cells)")
     else:
         answer = "DICE adds more on MOON runs" if up > down else "DICE adds less on MOON runs"
-    return (f"**Does DICE add to MOON?** {answer}: its gain over energy on a MOON run minus that on "
-            f"the paired baseline is {signed(100 * inter['mean_diff'].min(), 1)} to "
+    mde = 100 * inter["mde"].median() if "mde" in inter else math.nan
+    seen = (f"; interactions under about ±{mde:.1f} points could not be seen"
+            if math.isfinite(mde) else "")
+    return (f"**Does DICE add to MOON?** {answer}. The interaction (DICE's gain over energy on a "
+            f"MOON run minus that on the paired baseline) is "
+            f"{signed(100 * inter['mean_diff'].min(), 1)} to "
             f"{signed(100 * inter['mean_diff'].max(), 1)} points, measurably positive in {up} and "
-            f"negative in {down} of {len(inter)} setting x group cells (unadjusted 95% intervals).")
+            f"negative in {down} of {len(inter)} setting x group cells (unadjusted 95% "
+            f"intervals{seen}).")
 
 
 def cost_conclusion(frame: "pd.DataFrame", inference: dict | None = None) -> str:
@@ -701,12 +751,28 @@ def cost_conclusion(frame: "pd.DataFrame", inference: dict | None = None) -> str
         dearer = timed[timed["moon_time_low"] > 1]
         text.append("does MOON cost extra training time? "
                     + ("Not measurably in any setting" if dearer.empty else
-                       f"Yes in {len(dearer)} of {len(timed)} settings, whose interval of "
-                       "the time ratio lies above 1 ("
+                       f"Yes in {len(dearer)} of {len(timed)} settings, whose unadjusted 95% "
+                       "interval of the time ratio lies above 1 ("
                        + ", ".join(f"{_setting(dict(zip(costs.index.names, idx)))} "
                                    f"{r['moon_time_ratio']:.2f} [{r['moon_time_low']:.2f}, "
                                    f"{r['moon_time_high']:.2f}]"
                                    for idx, r in dearer.iterrows()) + ")"))
+        text.append("against the paper: the text available to this project states no training-"
+                    "cost figure for MOON, so there is no published number to reproduce; MOON "
+                    "adds one output unit, its loss weights and a running weight average, work "
+                    "that is small beside the forward and backward passes")
+        shas = {s for s in frame.get("provenance.git_sha", []) if isinstance(s, str)}
+        threads = sorted({int(t) for t in numeric(frame, "provenance.num_threads").dropna()}
+                         if "provenance.num_threads" in frame else [])
+        confounds = [f"the runs were timed on {'/'.join(map(str, threads)) or 'an unrecorded number of'} "
+                     "thread(s) of a shared CPU whose load the result files do not record",
+                     "a MOON run and its baseline ran at different times"]
+        if len(shas) > 1:
+            confounds.append(f"the runs come from {len(shas)} commits")
+        floor = ratios.min()
+        text.append("confounds: " + ", ".join(confounds)
+                    + (f"; MOON can only add work, so a ratio as low as {floor:.2f}x shows how "
+                       "much these conditions move a timing" if floor < 1 else ""))
     if inference:
         for row in inference["rows"]:
             if (row["model"], row["threads"], row["batch"], row["density"]) == ("mlp", 1, 512, 0.02):
