@@ -427,8 +427,10 @@ def collect(study: Study | str, out_dir: str | Path, preset: str | None = None,
     from moon.resultcheck import check_result
     from moon.results import RESULT_FILE, load_result
 
+    from collections import Counter
+
     study = load_study(study) if not isinstance(study, Study) else study
-    results = Collected()
+    results, differing = Collected(), Counter()
     for cell in study.cells(preset, only, **overrides):
         path = Path(out_dir) / cell.name / RESULT_FILE
         if not path.exists():
@@ -444,6 +446,9 @@ def collect(study: Study | str, out_dir: str | Path, preset: str | None = None,
         differs = differing_fields(result.config, cell.config.to_dict())
         if result.status == "complete" and (not differs or not exact):
             if differs:
-                log.info("%s ran with %s differing from today's cell", cell.name, differs)
+                differing[tuple(differs)] += 1
             results.append(result)
+    for differs, count in differing.items():      # one line per difference, not one per cell
+        log.info("%s: %d of the %d results shown ran with %s differing from today's cells",
+                 study.name, count, len(results), list(differs))
     return results

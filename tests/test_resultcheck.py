@@ -156,3 +156,22 @@ def test_the_sweep_reruns_a_tampered_cell_and_keeps_the_file(tiny_fashion, tmp_p
     assert (cell / "result.corrupt.json").read_text() == edited          # kept, never deleted
     assert "id.accuracy is nan" in (cell / "result.corrupt.txt").read_text()
     assert result_problems(json.loads((cell / "result.json").read_text())) == []
+
+
+def test_collect_says_once_per_difference_which_fields_a_shown_study_ran_with(tmp_path, caplog):
+    """A committed study shown as it ran (``exact=False``): its results whose config differs from
+    today's cells are kept and counted in one log line per difference, not one line per cell (the
+    regime chapter printed 200 such lines)."""
+    import logging
+
+    from moon.study import Study, collect
+
+    study = Study(name="s", base=dict(CONFIG), grid=[{"seed": [0, 1, 2]}])
+    for seed in range(3):
+        _write(tmp_path / f"seed={seed}", sound(seed=seed))
+    edited = Study(name="s", base={**CONFIG, "lr": 0.5}, grid=[{"seed": [0, 1, 2]}])
+    with caplog.at_level(logging.INFO, logger="moon"):
+        assert len(collect(edited, tmp_path, exact=False)) == 3
+    lines = [r.getMessage() for r in caplog.records if "differing from today" in r.getMessage()]
+    assert len(lines) == 1 and lines[0].startswith("s: 3 of the 3 results shown ran with ['lr (")
+    assert collect(edited, tmp_path) == [] and len(collect(study, tmp_path)) == 3
