@@ -386,7 +386,7 @@ def capacity_verdict(long: "pd.DataFrame", fit: "pd.DataFrame", width: int = 102
     return " ".join([capacity_answer(long, fit), *text])
 
 
-def capacity_answer(long: "pd.DataFrame", fit: "pd.DataFrame") -> str:
+def capacity_answer(long: "pd.DataFrame", fit: "pd.DataFrame", lead: str = "**Answer.**") -> str:
     """The capacity arm's answer first, from the same numbers: how far width brings the sparse
     baseline towards fitting its data, which half of the premise appears (a sparse − dense interval that
     excludes 0 on the worse side is *harmed*, on the better side *better*), and whether any
@@ -421,4 +421,4 @@ def capacity_answer(long: "pd.DataFrame", fit: "pd.DataFrame") -> str:
         words.append(f"MOON − baseline on the sparse model: {measured} of {len(moon)} intervals "
                      f"exclude 0 at {int(moon['n'].max())} seeds")
     text = "; ".join(words)
-    return "**Answer.** " + text[:1].upper() + text[1:] + "."
+    return f"{lead} " + text[:1].upper() + text[1:] + "."
