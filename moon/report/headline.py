@@ -9,6 +9,7 @@ Nothing here is typed by hand: every number comes from :mod:`moon.report.stats` 
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Callable
@@ -510,9 +511,12 @@ def code_versions(frame: "pd.DataFrame", reproduced: str | Path | None = None) -
     if record is not None and record.is_file():
         lines = [line for line in record.read_text().splitlines() if line.strip()]
         head = lines[0].lstrip("# ") if lines else ""
+        diffs = [float(m) for m in re.findall(r"max \|diff\| ([0-9.eE+-]+)", record.read_text())]
+        largest = (f", the largest metric difference {max(diffs):g} (a fraction; every metric of "
+                   "a run counted)" if diffs and max(diffs) > 0 else "")
         text += (f"Whether the numerics changed between them was checked by retraining a few runs "
-                 f"with later code ({head}): {lines[-1] if lines else 'no result'}; the other "
-                 "runs were not retrained.")
+                 f"with later code ({head}): {lines[-1] if lines else 'no result'}{largest}; the "
+                 "other runs were not retrained.")
     else:
         text += ("Whether the numerics changed between these commits was not checked by "
                  "retraining (`make reproduce`).")
