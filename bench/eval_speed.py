@@ -33,7 +33,7 @@ from moon.metrics import auroc, calibration, fit_temperature, ood_metrics, relea
 from moon.ood.registry import make_detector
 from moon.models import model_for
 from moon.ood.sets import load_ood
-from moon.train import extract
+from moon.outputs import extract
 
 TIMES: dict[str, float] = defaultdict(float)
 

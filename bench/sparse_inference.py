@@ -36,7 +36,7 @@ import torch
 from moon.config import RunConfig
 from moon.masking import Masking
 from moon.models import model_for
-from moon.results import now_iso
+from moon.locks import now_iso
 from moon.results import provenance as run_provenance
 from moon.runner import MODEL_FILE, load_model
 from moon.sparse import export, load_exported

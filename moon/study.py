@@ -30,7 +30,7 @@ from typing import Any
 
 from moon.config import RunConfig, differing_fields, field_names, from_params
 from moon.errors import BadStudy, FolderInUse, FolderLocked, MoonError
-from moon.rundir import StudyLock
+from moon.locks import StudyLock
 
 log = logging.getLogger(__name__)
 STUDIES = Path(__file__).resolve().parent.parent / "studies"
@@ -270,9 +270,10 @@ def _run_cell(job: tuple[RunConfig, str], threads: int | None = None,
 
     import torch
 
-    import moon
     from moon.errors import MoonError
-    from moon.rundir import TOKEN_ENV, FolderLock, corrupt_reason, set_aside
+    from moon.locks import TOKEN_ENV, FolderLock
+    from moon.rundir import corrupt_reason, set_aside
+    from moon.runner import run
 
     if threads:
         torch.set_num_threads(threads)
@@ -293,7 +294,7 @@ def _run_cell(job: tuple[RunConfig, str], threads: int | None = None,
             set_aside(out, reason)
         if via == "notebook":
             return _run_notebook(cfg, Path(out))
-        result = moon.run(cfg, out, raise_on_failure=False, progress=False)
+        result = run(cfg, out, raise_on_failure=False, progress=False)
         return result.status, result.error
     except MoonError as err:
         return "failed", str(err)
@@ -313,7 +314,7 @@ def _run_notebook(cfg: RunConfig, out: Path) -> tuple[str, str | None]:
     import papermill as pm
 
     from moon.results import FAILED_FILE, RESULT_FILE, load_result
-    from moon.rundir import check_lock
+    from moon.locks import check_lock
 
     final = out / NOTEBOOK
     if final.exists() and _finished(out, cfg):

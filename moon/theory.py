@@ -40,7 +40,7 @@ from moon.masking import Masking
 from moon.metrics import ood_metrics
 from moon.models import Classifier
 from moon.ood.scores import msp
-from moon.train import Outputs
+from moon.outputs import Outputs
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -13,7 +13,7 @@ from moon import theory
 from moon.ood import scores
 from moon.losses import UnknownAwareLoss
 from moon.masking import maskable_parameters
-from moon.train import Outputs
+from moon.outputs import Outputs
 
 K = theory.TOY_CLASSES
 
