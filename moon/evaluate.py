@@ -23,11 +23,11 @@ from torch import nn
 
 from moon.config import RunConfig
 from moon.data import IDData
-from moon.ood.detectors import DICE, Detector
-from moon.ood.registry import DETECTORS, make_detector, options_for
 from moon.loaders import TensorLoader
 from moon.metrics import (auroc, calibration, fit_temperature, ood_metrics, released_ece,
                           reliability)
+from moon.ood.detectors import DICE, Detector
+from moon.ood.registry import DETECTORS, make_detector, options_for
 from moon.ood.sets import GROUPS, OOD_SETS, load_ood, ood_source
 from moon.outputs import Outputs, extract
 

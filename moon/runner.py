@@ -16,9 +16,9 @@ from moon.errors import CorruptFile, FolderInUse, LockLost
 from moon.evaluate import capped, evaluate
 from moon.files import atomic_torch_save, load_checkpoint, remove_stale_temporaries
 from moon.locks import FolderLock, now_iso
-from moon.masking import maskable_parameters
 from moon.results import FAILED_FILE, RunResult, provenance, save_result
 from moon.rundir import clear_run_files, inspect_folder, refuse_other, set_aside
+from moon.sparse.masking import maskable_parameters
 from moon.train import CHECKPOINT, Trainer, check_learned, check_scores, resolve_device
 
 log = logging.getLogger(__name__)

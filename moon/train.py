@@ -28,17 +28,17 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from moon import schedules
-from moon.averaging import WeightAverager
 from moon.config import RunConfig, differing_fields
 from moon.data import IDData
 from moon.files import atomic_torch_save, load_checkpoint
 from moon.loaders import make_loaders
-from moon.losses import UnknownAwareLoss
-from moon.masking import Masking
 from moon.metrics import calibration, fit_temperature
 from moon.models import model_for
 from moon.outputs import extract
+from moon.recipe.averaging import WeightAverager
+from moon.recipe.losses import UnknownAwareLoss
+from moon.sparse import schedules
+from moon.sparse.masking import Masking
 from moon.sparse.training import CsrTraining
 
 log = logging.getLogger(__name__)

@@ -12,9 +12,9 @@ import torch
 
 from moon import files
 from moon.config import RunConfig
-from moon.metrics import calibration, ood_metrics
 from moon.files import atomic_torch_save, atomic_write_bytes
 from moon.locks import now_iso
+from moon.metrics import calibration, ood_metrics
 from moon.results import RunResult, flatten, load_result, load_results, provenance, save_result
 
 

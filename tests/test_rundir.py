@@ -13,9 +13,9 @@ import pytest
 import moon
 from moon.config import from_params
 from moon.errors import CorruptFile, FolderInUse, FolderLocked
-from moon.results import FAILED_FILE, RESULT_SCHEMA, load_result
 from moon.files import remove_stale_temporaries
 from moon.locks import FolderLock, lock_holder
+from moon.results import FAILED_FILE, RESULT_SCHEMA, load_result
 from moon.rundir import run_folder_name
 from moon.study import Study, run_study
 from moon.train import Trainer

@@ -104,7 +104,7 @@ def pack_model(model: nn.Module, config: dict[str, Any], fmt: str = "csr") -> di
 
     Blob order: each CSR layer's values (float32), col_indices and crow_indices (its ``index``
     dtype), in layer order; then the other tensors in ``state`` order (``[key, dtype, shape]``)."""
-    from moon.masking import maskable_parameters
+    from moon.sparse.masking import maskable_parameters
 
     maskable = maskable_parameters(model)
     modules = dict(model.named_modules())
