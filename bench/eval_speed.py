@@ -30,10 +30,10 @@ from moon.data import load_id
 from moon.evaluate import (_loader, capped, detector_options, dice_at_sweep, fit_subset,
                            group_means, score_curves, unknown_mass)
 from moon.metrics import auroc, calibration, fit_temperature, ood_metrics, released_ece
-from moon.ood.registry import make_detector
 from moon.models import model_for
+from moon.ood.registry import make_detector
 from moon.ood.sets import load_ood
-from moon.train import extract
+from moon.outputs import extract
 
 TIMES: dict[str, float] = defaultdict(float)
 

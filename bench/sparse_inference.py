@@ -34,12 +34,12 @@ from pathlib import Path
 import torch
 
 from moon.config import RunConfig
-from moon.masking import Masking
+from moon.deploy import export, load_exported
+from moon.locks import now_iso
 from moon.models import model_for
-from moon.results import now_iso
 from moon.results import provenance as run_provenance
 from moon.runner import MODEL_FILE, load_model
-from moon.sparse import export, load_exported
+from moon.sparse.masking import Masking
 
 TARGETS = {0.05: 1.5, 0.02: 3.0}     # MLP, one thread, batch >= 64
 

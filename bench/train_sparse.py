@@ -43,7 +43,7 @@ import torch
 
 from moon.config import from_params
 from moon.data import IDData
-from moon.results import now_iso
+from moon.locks import now_iso
 from moon.train import Trainer
 # the same synthetic images as the masked-trainer benchmark beside this file (bench/ is on the
 # path when a benchmark runs as a script, its memory child included)

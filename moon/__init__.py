@@ -4,7 +4,9 @@
 ``result.json``; see the README and design.md for the rest.
 """
 
-__version__ = "0.1.0"
+from moon.version import __version__
+
+__all__ = ["__version__", "run"]
 
 
 def run(*args, **kwargs):

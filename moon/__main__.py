@@ -131,7 +131,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
-    from moon.reproduce import reproduce
+    from moon.study.reproduce import reproduce
 
     checks = reproduce(args.folder, cells=args.cells, tolerance=args.tolerance)
     for c in checks:
@@ -145,7 +145,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from moon.sparse import export
+    from moon.deploy import export
 
     print(export(args.run_dir, fmt=args.format, out=args.out, force=args.force).summary())
     return 0

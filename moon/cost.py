@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 from moon.data import ID_SETS
-from moon.masking import maskable_parameters
 from moon.models import model_for
+from moon.sparse.masking import maskable_parameters
 
 
 @torch.no_grad()
@@ -57,7 +57,7 @@ def training_flops_per_image(cfg, densities: dict[str, float] | None = None,
     model = model_for(cfg)
     macs = layer_macs(model, (spec.channels, spec.size, spec.size))
     if densities is None and cfg.method != "dense":
-        from moon.masks import erk_densities, uniform_densities
+        from moon.sparse.masks import erk_densities, uniform_densities
 
         shapes = {n: tuple(p.shape) for n, p in maskable_parameters(model).items()}
         init = erk_densities if cfg.sparse_init == "erk" else uniform_densities

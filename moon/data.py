@@ -32,6 +32,7 @@ import torch
 
 from moon.datacheck import check_cifar_batches, check_idx_splits, check_image_shape
 from moon.errors import BadData
+from moon.files import remove_empty_dirs
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +178,6 @@ def find_source(source: str, download: bool | None = None) -> Path:
             getattr(torchvision.datasets, _TORCHVISION_CLASS[source])(
                 root=str(root), train=False, download=True)
         except Exception as exc:   # no network shows up as URLError, OSError, RuntimeError, ...
-            from moon.rundir import remove_empty_dirs
             remove_empty_dirs(root, existing)   # a failed download leaves no empty folders
             raise DatasetNotFoundError(source, missing.tried, f"{type(exc).__name__}: {exc}") from exc
         return locate(source)

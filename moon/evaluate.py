@@ -1,6 +1,6 @@
 """Evaluation of the model a run reports: ID calibration and every detector on every OOD set.
 
-Logits once, scores many: one forward pass per dataset (:func:`moon.train.extract`), then every
+Logits once, scores many: one forward pass per dataset (:func:`moon.outputs.extract`), then every
 score, detector and metric works on those tensors. Accuracy, NLL, Brier and the calibration errors
 are over the K known classes (with a K+1 head the unknown logit is left out and the K known logits
 renormalised; design.md section 3). Temperature scaling fitted on the validation split gives the
@@ -23,13 +23,13 @@ from torch import nn
 
 from moon.config import RunConfig
 from moon.data import IDData
-from moon.ood.detectors import DICE, Detector
-from moon.ood.registry import DETECTORS, make_detector, options_for
 from moon.loaders import TensorLoader
 from moon.metrics import (auroc, calibration, fit_temperature, ood_metrics, released_ece,
                           reliability)
+from moon.ood.detectors import DICE, Detector
+from moon.ood.registry import DETECTORS, make_detector, options_for
 from moon.ood.sets import GROUPS, OOD_SETS, load_ood, ood_source
-from moon.train import Outputs, extract
+from moon.outputs import Outputs, extract
 
 log = logging.getLogger(__name__)
 

@@ -21,6 +21,7 @@ import json
 import os
 import secrets
 import socket
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,12 @@ except ImportError:                      # pragma: no cover
 
 LOCK_FILE = ".moon.lock"
 TOKEN_ENV = "MOON_LOCK_TOKEN"
+
+
+def now_iso() -> str:
+    """Current UTC time as ISO-8601 with seconds, e.g. ``2025-01-31T12:00:00+00:00`` (a lock's
+    ``since``; a result's ``started`` and ``finished``)."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 class FolderLock:
@@ -70,7 +77,6 @@ class FolderLock:
             holder = _read_holder(fd)
             os.close(fd)
             return self._inherit(holder)
-        from moon.results import now_iso
         os.ftruncate(fd, 0)
         os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
                                  "since": now_iso(), "token": self.token}).encode())
@@ -238,7 +244,7 @@ class StudyLock:
         self.out, self.signature = Path(out), signature
         self._fd: int | None = None
 
-    def __enter__(self) -> "SweepLock":
+    def __enter__(self) -> "StudyLock":
         ensure_writable(self.out)
         for other in self.out.glob(".study-*.lock"):
             if other.name == f".study-{self.signature}.lock":

@@ -1,11 +1,8 @@
 """Result files: :class:`RunResult`, atomic JSON save/load, provenance and flat table rows.
 
 Every run writes one ``result.json`` (design.md, section 3). Book numbers come only from these files,
-so writes are atomic: the JSON goes to a temporary file in the destination folder, is flushed and
-``fsync``-ed, then ``os.replace``-d over the target. A reader sees the old file or the new one, never a
-half-written one, and a failed write leaves no temporary file behind. Checkpoints use the same
-pattern (:func:`atomic_torch_save`). Just before the rename, a folder this process locked is checked
-to be still locked by it (:func:`moon.rundir.check_lock`), so no writer can forget the check.
+so writes are atomic (:func:`moon.files.atomic_write_bytes`: a temporary file beside the target,
+``fsync``, ``os.replace``; the folder's lock checked just before the rename).
 
 JSON has no NaN or infinity: a sanitising pass turns non-finite floats into ``null`` and numpy/torch
 scalars into Python numbers before writing (``allow_nan=False`` then guarantees valid JSON).
@@ -13,7 +10,6 @@ scalars into Python numbers before writing (``allow_nan=False`` then guarantees 
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
 import json
@@ -24,15 +20,14 @@ import platform
 import socket
 import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO, Any, Iterator, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 
-from moon.rundir import check_lock, remove_stale_temporaries, temp_prefix  # noqa: F401
+from moon.files import atomic_write_bytes
+from moon.version import __version__
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +86,7 @@ class RunResult:
 
 
 # --------------------------------------------------------------------------------------------------
-# Sanitising and atomic writes
+# Sanitising
 # --------------------------------------------------------------------------------------------------
 def sanitise(obj: Any, where: str = "result") -> Any:
     """A JSON-ready copy: non-finite floats -> None, numpy/torch scalars and arrays -> Python values.
@@ -117,96 +112,6 @@ def sanitise(obj: Any, where: str = "result") -> Any:
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return sanitise(dataclasses.asdict(obj), where)
     raise TypeError(f"{where}: cannot store a {type(obj).__name__} in a result file")
-
-
-@contextlib.contextmanager
-def _atomic_file(path: str | os.PathLike) -> Iterator[IO[bytes]]:
-    """Yield a binary temp file beside ``path``; on success fsync and ``os.replace`` it onto ``path``.
-
-    On any failure (in the caller's block, the fsync or the replace) the temp file is removed and the
-    previous ``path``, if any, is untouched. A failed write (a full disk, an I/O error: an
-    ``OSError``, or torch's ``RuntimeError`` "enforce fail at inline_container.cc", which loses
-    the errno) raises :class:`~moon.errors.NotWritable` saying so in one line.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = tempfile.NamedTemporaryFile(mode="wb", delete=False, dir=path.parent,
-                                      prefix=temp_prefix(path.name), suffix=".tmp")
-    try:
-        with tmp:
-            yield tmp
-            tmp.flush()
-            os.fsync(tmp.fileno())
-        os.chmod(tmp.name, 0o666 & ~_umask())   # temp files are private; results are not
-        check_lock(path.parent)                 # the folder is still this writer's (design.md 8)
-        os.replace(tmp.name, path)
-    except BaseException as err:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp.name)
-        if isinstance(err, OSError) or (isinstance(err, RuntimeError) and _TORCH_WRITE in str(err)):
-            raise _write_error(path, err) from None
-        raise
-    _fsync_dir(path.parent)
-
-
-_TORCH_WRITE = "inline_container"     # torch.save's writer failed (it keeps no errno)
-
-
-def _write_error(path: Path, err: BaseException):
-    """One line for a failed write of ``path``: what was written, why, and that nothing complete
-    was touched (the temporary is gone; the previous file, if any, is as it was)."""
-    import errno
-    import shutil
-
-    from moon.errors import NotWritable
-
-    try:
-        full = getattr(err, "errno", None) == errno.ENOSPC or \
-            shutil.disk_usage(path.parent).free < 1 << 20
-    except OSError:
-        full = False
-    reason = ("the disk is full (no space left on device)" if full else
-              getattr(err, "strerror", None) or str(err).splitlines()[0])
-    kept = (f"the {path.name} there is as it was" if path.exists()
-            else f"no {path.name} was written")
-    return NotWritable(f"cannot write {path}: {reason}; nothing complete was touched ({kept}, "
-                       f"the partial file was removed): free space or write elsewhere, then "
-                       f"run again")
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make the rename durable where the platform allows opening a folder (POSIX); else skip."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically (temp file in the same folder, fsync, ``os.replace``)."""
-    with _atomic_file(path) as f:
-        f.write(data)
-    return Path(path)
-
-
-def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
-    """``torch.save(obj)`` to ``path`` atomically, so a crash never leaves a truncated checkpoint."""
-    import torch
-    with _atomic_file(path) as f:
-        torch.save(obj, f)
-    return Path(path)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -266,11 +171,6 @@ def load_results(root: str | os.PathLike, pattern: str = f"**/{RESULT_FILE}",
 # --------------------------------------------------------------------------------------------------
 # Provenance
 # --------------------------------------------------------------------------------------------------
-def now_iso() -> str:
-    """Current UTC time as ISO-8601 with seconds, e.g. ``2025-01-31T12:00:00+00:00``."""
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
 def _git(*args: str) -> str | None:
     """Output of ``git args`` in the folder holding the moon package; None when git is unavailable."""
     repo = Path(__file__).resolve().parent.parent
@@ -300,14 +200,12 @@ def provenance(device: str) -> dict:
     """
     import torch
 
-    import moon
-
     sha = _git("rev-parse", "HEAD")
     status = _git("status", "--porcelain", "--untracked-files=no") if sha is not None else None
     versions = {"python": platform.python_version(), "torch": torch.__version__,
                 "torchvision": _version("torchvision", "torchvision"), "numpy": np.__version__,
                 "sklearn": _version("scikit-learn", "sklearn"),
-                "moon": getattr(moon, "__version__", None) or _version("moon", "moon"),
+                "moon": __version__,
                 "cuda": torch.version.cuda}
     return {"schema": RESULT_SCHEMA, "git_sha": sha.strip() if sha else None,
             "git_dirty": None if status is None else bool(status.strip()),

@@ -1,14 +1,12 @@
 """Run folders that protect what they hold (design.md, section 8).
 
-* Locks (:mod:`moon.locks`, re-exported here): :class:`FolderLock` holds a run folder for a run's
-  life and is checked again before every write; :class:`StudyLock` marks a study's folder.
+* Locks live in :mod:`moon.locks`: :class:`~moon.locks.FolderLock` holds a run folder for a run's
+  life and is checked again before every write; :class:`~moon.locks.StudyLock` marks a study's folder.
 * :func:`inspect_folder`: what a folder holds (nothing, a complete result of this configuration,
   of another one, a corrupt file), so a run decides *before any compute* whether it may write there.
   A folder holding a complete result of another configuration is never written unless the user asks
   for ``overwrite``.
-* :func:`remove_stale_temporaries`: only the temporaries of dead processes are removed (the writer's
-  PID is in every temporary file's name).
-* :func:`load_checkpoint`: ``torch.load(weights_only=True)`` whose failure is one actionable line.
+* Temporaries, checkpoints and atomic writes live in :mod:`moon.files`.
 * :func:`check_output_file`: a file a command other than the run is about to write (an export) is
   never one of a run's records, and never an existing file unless the user says ``--force``.
 """
@@ -18,23 +16,16 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from moon.config import EXECUTION_FIELDS, differing_fields, from_params
 from moon.errors import CorruptFile, FolderInUse, NotWritable, OutputExists
-from moon.locks import (  # noqa: F401  (re-exported: the run folder's guards live here)
-    LOCK_FILE,
-    TOKEN_ENV,
-    FolderLock,
-    StudyLock,
-    check_lock,
-    ensure_writable,
-    lock_holder,
-    pid_alive,
-)
+from moon.files import load_checkpoint
+from moon.locks import LOCK_FILE
+from moon.resultcheck import check_result
+from moon.results import RESULT_FILE, RESULT_SCHEMA, load_result
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +36,6 @@ RUN_FILES = ("result.json", "result.failed.json", "model.pt", "checkpoint.pt", "
 # other command writes a file of these names there, not even with --force.
 RUN_RECORDS = ("result.json", "result.failed.json", "result.corrupt.json", "model.pt",
                "checkpoint.pt", "ood_eval.ipynb", "ood_eval.failed.ipynb", LOCK_FILE)
-_TEMP_PID = re.compile(r"^\..+\.pid(\d+)\..*\.tmp$")
 
 
 def is_run_folder(folder: str | os.PathLike) -> bool:
@@ -91,10 +81,6 @@ def inspect_folder(folder: str | os.PathLike, config: dict, resume: bool) -> Fol
     this configuration whose metrics are not what a run writes (:mod:`moon.resultcheck`), since
     neither reusing nor replacing it is safe to decide silently.
     """
-    from moon.config import differing_fields
-    from moon.resultcheck import check_result
-    from moon.results import RESULT_FILE, RESULT_SCHEMA, load_result
-
     folder = Path(folder)
     path = folder / RESULT_FILE
     if not path.exists():
@@ -130,9 +116,6 @@ def inspect_folder(folder: str | os.PathLike, config: dict, resume: bool) -> Fol
 def corrupt_reason(folder: str | os.PathLike) -> str | None:
     """Why ``folder/result.json`` cannot be used (unreadable, or a complete result whose metrics
     or config are not what a run writes), or None when it is absent or sound."""
-    from moon.resultcheck import check_result
-    from moon.results import RESULT_FILE, load_result
-
     path = Path(folder) / RESULT_FILE
     if not path.exists():
         return None
@@ -177,63 +160,10 @@ def clear_run_files(folder: Path) -> None:
             (folder / name).unlink()
 
 
-# --------------------------------------------------------------------------------------------------
-# Temporaries and checkpoints
-# --------------------------------------------------------------------------------------------------
-def temp_prefix(name: str) -> str:
-    """Prefix of a temporary file for ``name`` written by this process (its PID is in the name)."""
-    return f".{name}.pid{os.getpid()}."
-
-
-def remove_stale_temporaries(folder: str | os.PathLike) -> int:
-    """Delete the temporaries that dead writers left in ``folder`` (a process killed with SIGKILL
-    cannot clean up after itself); a live process's temporaries are kept. Returns how many went."""
-    folder = Path(folder)
-    removed = 0
-    for path in (folder.glob(".*.tmp") if folder.is_dir() else ()):
-        match = _TEMP_PID.match(path.name)
-        if match and pid_alive(int(match.group(1))):
-            continue
-        with contextlib.suppress(OSError):
-            path.unlink()
-            removed += 1
-    return removed
-
-
-def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
-    """``torch.load(path, weights_only=True)``; an unreadable file raises :class:`CorruptFile` with
-    one line that names it and the fix (never torch's advice to load untrusted pickles)."""
-    import torch
-
-    path = Path(path)
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except FileNotFoundError:
-        raise
-    except Exception as err:          # truncated zip, random bytes, foreign pickle, ...
-        size = path.stat().st_size if path.exists() else 0
-        what = "an empty file" if size == 0 else f"not a readable checkpoint ({type(err).__name__})"
-        raise CorruptFile(f"{path} is {what}; delete it to start that run afresh, or pass "
-                          f"overwrite=true") from None
-
-
-def remove_empty_dirs(root: Path, keep: set[Path]) -> None:
-    """Remove folders under (and including) ``root`` that are empty and not in ``keep``."""
-    if not root.is_dir():
-        return
-    for path in sorted((p for p in root.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
-        if path not in keep and not any(path.iterdir()):
-            path.rmdir()
-    if root not in keep and not any(root.iterdir()):
-        shutil.rmtree(root, ignore_errors=True)
-
-
 def run_folder_name(cfg: Any, preset: str | None = None) -> str:
     """A folder name that identifies ``cfg``: the preset, then every field that differs from the
     preset's value (``preset=smoke,method=set,density=0.02``), or ``default``. Runs of different
     configurations get different folders, so default output paths never collide."""
-    from moon.config import EXECUTION_FIELDS, from_params
-
     base = from_params({}, preset=preset).to_dict()
     parts = [f"preset={preset}"] if preset else []
     parts += [f"{k}={v}" for k, v in cfg.to_dict().items()

@@ -9,23 +9,16 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from moon.config import RunConfig
+from moon.config import RunConfig, differing_fields
 from moon.cost import peak_memory, training_flops_per_image
 from moon.data import load_id
-from moon.evaluate import capped, evaluate
-from moon.masking import maskable_parameters
-from moon.config import differing_fields
 from moon.errors import CorruptFile, FolderInUse, LockLost
-from moon.results import FAILED_FILE, RunResult, atomic_torch_save, now_iso, provenance, save_result
-from moon.rundir import (
-    FolderLock,
-    clear_run_files,
-    inspect_folder,
-    load_checkpoint,
-    refuse_other,
-    remove_stale_temporaries,
-    set_aside,
-)
+from moon.evaluate import capped, evaluate
+from moon.files import atomic_torch_save, load_checkpoint, remove_stale_temporaries
+from moon.locks import FolderLock, now_iso
+from moon.results import FAILED_FILE, RunResult, provenance, save_result
+from moon.rundir import clear_run_files, inspect_folder, refuse_other, set_aside
+from moon.sparse.masking import maskable_parameters
 from moon.train import CHECKPOINT, Trainer, check_learned, check_scores, resolve_device
 
 log = logging.getLogger(__name__)

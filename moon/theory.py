@@ -1,8 +1,8 @@
 """Small, exact illustrations of the two mechanisms the study leans on (the theory notebooks).
 
 1. **The unknown class of MOON** (``notebooks/theory_unknown_class.ipynb``). A 2-D toy with K = 3
-   Gaussian blobs, trained with the package's own :class:`moon.losses.UnknownAwareLoss` and, when
-   sparse, a static :class:`moon.masking.Masking`; :func:`confidence_grid` and
+   Gaussian blobs, trained with the package's own :class:`~moon.recipe.losses.UnknownAwareLoss`
+   and, when sparse, a static :class:`~moon.sparse.masking.Masking`; :func:`confidence_grid` and
    :func:`plot_confidence_maps` show where the (K+1)-softmax MSP is high. The analytic part follows
    reference ``moon-released-code.md`` section 1.4: for a misclassified sample with
    ``h = -log p_y``, ``u = p_unknown`` and ``w = 1 + alpha / (1 + alpha u)``::
@@ -33,14 +33,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from moon.ood.detectors import DICE
-from moon.report.plotting import new_figure, save
-from moon.losses import UnknownAwareLoss
-from moon.masking import Masking
 from moon.metrics import ood_metrics
 from moon.models import Classifier
+from moon.ood.detectors import DICE
 from moon.ood.scores import msp
-from moon.train import Outputs
+from moon.outputs import Outputs
+from moon.recipe.losses import UnknownAwareLoss
+from moon.report.plotting import new_figure, save
+from moon.sparse.masking import Masking
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -21,7 +21,6 @@ import logging
 import math
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,17 +28,17 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from moon import schedules
-from moon.averaging import WeightAverager
 from moon.config import RunConfig, differing_fields
 from moon.data import IDData
+from moon.files import atomic_torch_save, load_checkpoint
 from moon.loaders import make_loaders
-from moon.losses import UnknownAwareLoss
-from moon.masking import Masking
 from moon.metrics import calibration, fit_temperature
 from moon.models import model_for
-from moon.results import atomic_torch_save
-from moon.rundir import load_checkpoint
+from moon.outputs import extract
+from moon.recipe.averaging import WeightAverager
+from moon.recipe.losses import UnknownAwareLoss
+from moon.sparse import schedules
+from moon.sparse.masking import Masking
 from moon.sparse.training import CsrTraining
 
 log = logging.getLogger(__name__)
@@ -95,30 +94,6 @@ def check_scores(ood: dict[str, dict[str, dict[str, float]]], constant: list[str
             f"every detector gave every image the same score (AUROC 0.500 on all {len(ood)} OOD "
             f"sets): the model's outputs are constant, so the run diverged or collapsed; lower "
             f"lr or check the data")
-
-
-@dataclass
-class Outputs:
-    """One pass of a model over a dataset, on the CPU: logits ``[N, C]``, features ``[N, D]``."""
-    logits: torch.Tensor
-    features: torch.Tensor
-    labels: torch.Tensor | None
-
-
-@torch.inference_mode()
-def extract(model: nn.Module, loader, device: torch.device | str | None = None) -> Outputs:
-    """Logits and penultimate features of every batch of ``loader`` in one forward pass each."""
-    model.eval()
-    device = torch.device(device) if device is not None else next(model.parameters()).device
-    logits, feats, labels = [], [], []
-    for batch in loader:
-        x, y = batch if isinstance(batch, (tuple, list)) else (batch, None)
-        f = model.features(x.to(device, non_blocking=True))
-        logits.append(model.head(f).float().cpu())
-        feats.append(f.float().cpu())
-        if y is not None:
-            labels.append(y.cpu())
-    return Outputs(torch.cat(logits), torch.cat(feats), torch.cat(labels) if labels else None)
 
 
 def make_optimizer(model: nn.Module, cfg: RunConfig) -> torch.optim.SGD:

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import update_bn
 
-from moon.averaging import WeightAverager
+from moon.recipe.averaging import WeightAverager
 
 
 def tiny(bn: bool = False, seed: int = 0) -> nn.Module:

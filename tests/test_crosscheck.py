@@ -19,7 +19,7 @@ pood = pytest.importorskip("pytorch_ood.detector")
 from moon.metrics import calibration, ood_metrics  # noqa: E402
 from moon.ood.feature_detectors import known_linear  # noqa: E402
 from moon.ood.registry import make_detector  # noqa: E402
-from moon.train import Outputs  # noqa: E402
+from moon.outputs import Outputs  # noqa: E402
 
 K, D = 5, 16
 

@@ -10,7 +10,7 @@ from moon.ood import scores
 from moon.ood.detectors import DICE, KNN, NotFittedError
 from moon.ood.feature_detectors import ASH, FDBD, SCALE, ViM
 from moon.ood.registry import DETECTORS, make_detector
-from moon.train import Outputs
+from moon.outputs import Outputs
 
 K = 4
 
@@ -231,7 +231,7 @@ def test_fdbd_by_hand_for_two_classes():
 
 def test_vim_lowers_the_score_by_alpha_times_the_residual():
     torch.manual_seed(4)
-    D, k = 6, 3
+    k = 3
     train_h = torch.cat([torch.randn(500, 3) * 2 + 3, 0.01 * torch.randn(500, 3)], dim=1)
     w = torch.cat([torch.randn(k + 1, 3), torch.zeros(k + 1, 3)], dim=1)   # blind to dims 3-5
     head = linear_head(w, torch.zeros(k + 1))                                # origin -W+b = 0

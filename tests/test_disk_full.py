@@ -14,7 +14,8 @@ import torch
 
 from moon import __main__ as cli
 from moon.errors import NotWritable
-from moon.results import RunResult, atomic_torch_save, save_result
+from moon.files import atomic_torch_save
+from moon.results import RunResult, save_result
 
 TORCH_FULL = "[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598"
 Usage = namedtuple("Usage", "total used free")
@@ -65,7 +66,7 @@ def test_enospc_from_the_os_is_one_line(tmp_path, monkeypatch):
 
     def full(fd):
         raise OSError(errno.ENOSPC, "No space left on device")
-    monkeypatch.setattr("moon.results.os.fsync", full)
+    monkeypatch.setattr("moon.files.os.fsync", full)
     with pytest.raises(NotWritable, match="cannot write .*result.json: the disk is full"):
         save_result(RunResult(config={}, status="failed"), tmp_path)
     _only(tmp_path, before)

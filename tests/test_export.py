@@ -10,12 +10,12 @@ import torch
 
 from moon.__main__ import main
 from moon.config import RunConfig, from_params
+from moon.deploy import export, load_exported
 from moon.errors import MoonError
-from moon.masking import Masking, maskable_parameters
 from moon.models import model_for
 from moon.runner import MODEL_FILE, load_model
-from moon.sparse import (KINDS, SparseLayer, SparseModel, batch_bucket, choose, export,
-                         load_exported, settle)
+from moon.sparse import KINDS, SparseLayer, SparseModel, batch_bucket, choose, settle
+from moon.sparse.masking import Masking, maskable_parameters
 
 TOL = 1e-4
 

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from moon.config import RunConfig
-from moon.losses import U_CLAMP, UnknownAwareLoss
+from moon.recipe.losses import U_CLAMP, UnknownAwareLoss
 
 K = 4
 

@@ -6,10 +6,10 @@ import pytest
 import torch
 from torch import nn
 
-from moon import masks as M
-from moon import schedules
-from moon.masking import Masking, maskable_parameters
 from moon.models import build_model
+from moon.sparse import masks as M
+from moon.sparse import schedules
+from moon.sparse.masking import Masking, maskable_parameters
 
 
 def _gen(seed=0):

@@ -7,8 +7,8 @@ import math
 import pytest
 
 from moon.config import RunConfig
-from moon.reproduce import compare, pick, reproduce
 from moon.runner import run
+from moon.study.reproduce import compare, pick, reproduce
 
 # max_eval_samples: each OOD set evaluated on its first 512 images (as the smoke preset), which
 # leaves the metrics compared (every set, detector and metric) as they are.

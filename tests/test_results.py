@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from moon import results
+from moon import files
 from moon.config import RunConfig
+from moon.files import atomic_torch_save, atomic_write_bytes
+from moon.locks import now_iso
 from moon.metrics import calibration, ood_metrics
-from moon.results import (RunResult, atomic_torch_save, atomic_write_bytes, flatten, load_result,
-                          load_results, now_iso, provenance, save_result)
+from moon.results import RunResult, flatten, load_result, load_results, provenance, save_result
 
 
 def make_result(status: str = "complete", **config) -> RunResult:
@@ -93,7 +94,7 @@ def test_write_is_atomic(tmp_path, monkeypatch):
     def broken_replace(src, dst):
         raise OSError("disk on fire")
 
-    monkeypatch.setattr(results.os, "replace", broken_replace)
+    monkeypatch.setattr(files.os, "replace", broken_replace)
     from moon.errors import NotWritable
     with pytest.raises(NotWritable, match="result.json: disk on fire; nothing complete was touched"):
         save_result(make_result(status="complete"), tmp_path)

@@ -13,8 +13,10 @@ import pytest
 import moon
 from moon.config import from_params
 from moon.errors import CorruptFile, FolderInUse, FolderLocked
+from moon.files import remove_stale_temporaries
+from moon.locks import FolderLock, lock_holder
 from moon.results import FAILED_FILE, RESULT_SCHEMA, load_result
-from moon.rundir import FolderLock, lock_holder, remove_stale_temporaries, run_folder_name
+from moon.rundir import run_folder_name
 from moon.study import Study, run_study
 from moon.train import Trainer
 
@@ -30,8 +32,8 @@ def tiny(**changes):
 
 def _hold(target: str, kind: str = "folder", signature: str = "0" * 12):
     """A child process holding a lock on ``target`` until killed; returns it once it holds it."""
-    code = {"folder": f"from moon.rundir import FolderLock; FolderLock({target!r}).acquire()",
-            "study": f"from moon.rundir import StudyLock; StudyLock({target!r}, {signature!r}).__enter__()"}[kind]
+    code = {"folder": f"from moon.locks import FolderLock; FolderLock({target!r}).acquire()",
+            "study": f"from moon.locks import StudyLock; StudyLock({target!r}, {signature!r}).__enter__()"}[kind]
     child = subprocess.Popen([sys.executable, "-c", code + "; print('held', flush=True); "
                               "import time; time.sleep(120)"], stdout=subprocess.PIPE, text=True)
     assert child.stdout.readline().strip() == "held"
@@ -197,7 +199,7 @@ def test_a_deleted_lock_stops_the_writer_before_it_writes(tmp_path):
 
 
 def test_a_lock_taken_after_its_file_was_deleted_stops_the_first_writer(tmp_path):
-    from moon.results import atomic_torch_save
+    from moon.files import atomic_torch_save
     with FolderLock(tmp_path):
         (tmp_path / ".moon.lock").unlink()
         child = _hold(str(tmp_path))                   # a second run, started meanwhile
@@ -241,7 +243,7 @@ def test_a_copied_token_does_not_hand_over_the_lock(tiny_fashion, tmp_path, monk
 def test_a_child_given_the_token_writes_under_its_parents_lock(tmp_path):
     """The study worker's path: it locks the cell and starts a kernel with the token."""
     code = ("import sys; from moon.results import RunResult, save_result; "
-            "from moon.rundir import FolderLock; lock = FolderLock(sys.argv[1]).acquire(); "
+            "from moon.locks import FolderLock; lock = FolderLock(sys.argv[1]).acquire(); "
             "assert lock.inherited; "
             "save_result(RunResult(config={}, status='complete'), sys.argv[1])")
     with FolderLock(tmp_path) as lock:

@@ -18,8 +18,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from moon.config import RunConfig, differing_fields, from_params
-from moon.results import RunResult, atomic_torch_save, save_result
-from moon.rundir import inspect_folder, load_checkpoint
+from moon.files import atomic_torch_save, load_checkpoint
+from moon.rundir import inspect_folder
 from moon.sparse.training import CsrLinear, CsrTraining, check_plan, choose_plan
 from moon.train import Trainer
 

@@ -11,9 +11,9 @@ from torch import nn
 
 from moon import theory
 from moon.ood import scores
-from moon.losses import UnknownAwareLoss
-from moon.masking import maskable_parameters
-from moon.train import Outputs
+from moon.outputs import Outputs
+from moon.recipe.losses import UnknownAwareLoss
+from moon.sparse.masking import maskable_parameters
 
 K = theory.TOY_CLASSES
 

@@ -5,14 +5,14 @@ import json
 import pytest
 import torch
 
-from moon.config import RunConfig, from_params
-from moon.losses import UnknownAwareLoss
-from moon.masks import layer_counts
-from moon.results import load_result
-from moon.train import CHECKPOINT, Trainer, TrainingDiverged
 import moon
-import moon.train
+from moon.config import RunConfig, from_params
 from moon.errors import FolderInUse
+from moon.recipe.losses import UnknownAwareLoss
+from moon.results import load_result
+from moon.sparse.masks import layer_counts
+import moon.train
+from moon.train import CHECKPOINT, Trainer, TrainingDiverged
 
 # max_eval_samples: every OOD set evaluated on its first 512 images, as in the smoke preset (the
 # whole sets are 25,000 images, most of a run's time here); the ID test split (200) is whole.

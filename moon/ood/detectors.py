@@ -1,6 +1,6 @@
 """OOD detectors: ``fit(train_outputs) -> self`` on ID training data, ``score(outputs) -> Tensor``.
 
-Every score is higher = more in-distribution. Detectors work on :class:`moon.train.Outputs` (logits
+Every score is higher = more in-distribution. Detectors work on :class:`moon.outputs.Outputs` (logits
 and penultimate features of one forward pass); ODIN alone needs the inputs again, for its gradient
 step, and takes the loader as well. With a K+1 head every detector uses the K known classes only.
 The detectors on penultimate features built on pytorch-ood are in :mod:`moon.ood.feature_detectors`;
@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from moon.ood import scores
 
 if TYPE_CHECKING:   # moon.train imports moon.config, which reads the registry built from here
-    from moon.train import Outputs
+    from moon.outputs import Outputs
 
 
 class NotFittedError(RuntimeError):

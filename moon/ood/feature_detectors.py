@@ -19,7 +19,7 @@ from moon.ood import scores
 from moon.ood.detectors import Detector, Mahalanobis, whitening
 
 if TYPE_CHECKING:
-    from moon.train import Outputs
+    from moon.outputs import Outputs
 
 
 def known_linear(detector: Detector) -> nn.Linear:

@@ -7,7 +7,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from moon.results import atomic_write_bytes, now_iso
+from moon.files import atomic_write_bytes
+from moon.locks import now_iso
 
 
 def write_benchmark(out_dir: str | Path, dataset: str = "fashion_mnist", seed: int = 0) -> dict:

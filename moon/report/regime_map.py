@@ -60,7 +60,7 @@ def train_images(frame: "pd.DataFrame") -> "pd.Series":
 def maskable_weights(dataset: str, model: str, width: int = 0) -> int:
     """Weights of the maskable layers (every convolution and linear layer) of a model."""
     from moon.config import RunConfig
-    from moon.masking import maskable_parameters
+    from moon.sparse.masking import maskable_parameters
     from moon.models import model_for
 
     cfg = RunConfig(dataset=dataset, model=model, width=width, method="dense", density=1.0,

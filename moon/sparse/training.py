@@ -16,8 +16,8 @@ SGD (Nesterov momentum, weight decay) runs on ``v`` and an ``nnz``-long momentum
 masked trainer's elementwise arithmetic; inactive weights there are 0 with zero momentum (reference
 4.4) and have nothing to update. Only the float sums of the products differ in order.
 
-Everything about masks stays with :class:`moon.masking.Masking`, on the dense weight, which is
-written from ``v`` (:meth:`CsrTraining.sync`) before anything reads it: averaging snapshots,
+Everything about masks stays with :class:`~moon.sparse.masking.Masking`, on the dense weight, which
+is written from ``v`` (:meth:`CsrTraining.sync`) before anything reads it: averaging snapshots,
 validation, checkpoints and topology updates.
 
 * Topology updates (SET, RigL, CigL): on an update step a layer also forms the dense gradient

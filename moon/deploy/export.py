@@ -77,7 +77,7 @@ def export(run_dir: str | Path, fmt: str = "csr", out: str | Path | None = None,
     where smaller; dense: every weight dense, the masked reference) to ``out`` (default
     ``run_dir/model.<fmt>.pt``). Checked before any work (:func:`moon.rundir.check_output_file`):
     ``out`` is never one of a run's records, and an existing file is replaced only with ``force``."""
-    from moon.results import atomic_torch_save
+    from moon.files import atomic_torch_save
     from moon.rundir import check_output_file
     from moon.runner import MODEL_FILE, load_model
 
@@ -104,7 +104,7 @@ def pack_model(model: nn.Module, config: dict[str, Any], fmt: str = "csr") -> di
 
     Blob order: each CSR layer's values (float32), col_indices and crow_indices (its ``index``
     dtype), in layer order; then the other tensors in ``state`` order (``[key, dtype, shape]``)."""
-    from moon.masking import maskable_parameters
+    from moon.sparse.masking import maskable_parameters
 
     maskable = maskable_parameters(model)
     modules = dict(model.named_modules())
@@ -183,7 +183,7 @@ def load_exported(path: str | Path, kernel: str = "auto", device: str | torch.de
                   timer: Timer | None = None) -> SparseModel:
     """Rebuild the inference module of an exported file (``weights_only=True``, strict keys and
     shapes): the run's architecture with each maskable layer replaced by a sparse one."""
-    from moon.rundir import load_checkpoint
+    from moon.files import load_checkpoint
 
     path = Path(path)
     state = load_checkpoint(path)

@@ -1,7 +1,7 @@
 """Pure tensor functions for sparse masks: per-layer densities, exact initial masks, drop and grow.
 
 Masks are boolean tensors shaped like the weight they cover (``True`` = active). Every function
-returns new tensors and never touches a model; :mod:`moon.masking` applies them.
+returns new tensors and never touches a model; :mod:`moon.sparse.masking` applies them.
 """
 
 from __future__ import annotations

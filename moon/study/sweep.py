@@ -30,10 +30,10 @@ from typing import Any
 
 from moon.config import RunConfig, differing_fields, field_names, from_params
 from moon.errors import BadStudy, FolderInUse, FolderLocked, MoonError
-from moon.rundir import StudyLock
+from moon.locks import StudyLock
 
 log = logging.getLogger(__name__)
-STUDIES = Path(__file__).resolve().parent.parent / "studies"
+STUDIES = Path(__file__).resolve().parents[2] / "studies"
 
 
 @dataclass(frozen=True)
@@ -117,7 +117,7 @@ def cell_name(axes: dict[str, Any], study: str = "") -> str:
     """A cell's folder name, ``method=rigl,seed=0``; refused (:class:`~moon.errors.BadStudy`)
     when an axis or value holds a path separator, so no cell is written outside the study's
     folder, whether the study came from a file or was built in Python."""
-    from moon.studyfile import check_folder_part
+    from moon.study.studyfile import check_folder_part
 
     for axis, value in axes.items():
         check_folder_part(f"{axis}={value}", f"study {study}")
@@ -126,9 +126,9 @@ def cell_name(axes: dict[str, Any], study: str = "") -> str:
 
 def load_study(name_or_path: str | Path) -> Study:
     """A study by name (``studies/<name>.yaml``) or path, checked before any cell is built
-    (:func:`moon.studyfile.read_study`: keys, shapes, folder names); bad axes fail with the valid
-    names. Every refusal is one :class:`~moon.errors.BadStudy` line naming the file."""
-    from moon.studyfile import read_study
+    (:func:`~moon.study.studyfile.read_study`: keys, shapes, folder names); bad axes fail with the
+    valid names. Every refusal is one :class:`~moon.errors.BadStudy` line naming the file."""
+    from moon.study.studyfile import read_study
 
     path = Path(name_or_path)
     if not path.suffix:
@@ -170,7 +170,7 @@ def _check_axes(study: Study, where: str) -> None:
 
 ENGINES = ("local", "ray")
 VIA = ("notebook", "run")
-TEMPLATE = Path(__file__).resolve().parent.parent / "notebooks" / "ood_eval.ipynb"
+TEMPLATE = Path(__file__).resolve().parents[2] / "notebooks" / "ood_eval.ipynb"
 NOTEBOOK = "ood_eval.ipynb"
 
 
@@ -270,9 +270,10 @@ def _run_cell(job: tuple[RunConfig, str], threads: int | None = None,
 
     import torch
 
-    import moon
     from moon.errors import MoonError
-    from moon.rundir import TOKEN_ENV, FolderLock, corrupt_reason, set_aside
+    from moon.locks import TOKEN_ENV, FolderLock
+    from moon.rundir import corrupt_reason, set_aside
+    from moon.runner import run
 
     if threads:
         torch.set_num_threads(threads)
@@ -293,7 +294,7 @@ def _run_cell(job: tuple[RunConfig, str], threads: int | None = None,
             set_aside(out, reason)
         if via == "notebook":
             return _run_notebook(cfg, Path(out))
-        result = moon.run(cfg, out, raise_on_failure=False, progress=False)
+        result = run(cfg, out, raise_on_failure=False, progress=False)
         return result.status, result.error
     except MoonError as err:
         return "failed", str(err)
@@ -313,7 +314,7 @@ def _run_notebook(cfg: RunConfig, out: Path) -> tuple[str, str | None]:
     import papermill as pm
 
     from moon.results import FAILED_FILE, RESULT_FILE, load_result
-    from moon.rundir import check_lock
+    from moon.locks import check_lock
 
     final = out / NOTEBOOK
     if final.exists() and _finished(out, cfg):

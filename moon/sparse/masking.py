@@ -21,7 +21,7 @@ from typing import Any, Collection
 import torch
 from torch import nn
 
-from moon import masks as M
+from moon.sparse import masks as M
 
 METHODS_WITH_UPDATES = ("set", "rigl", "cigl")   # the others keep their topology
 

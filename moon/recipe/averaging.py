@@ -25,7 +25,7 @@ average_epochs``):
   ``snapshots_per_epoch`` is not used. On CIFAR (391 steps) that is 39 snapshots in a row per epoch.
 
 Keeping the learning rate constant inside the averaging window (``lr_final`` over the last
-``average_epochs`` epochs) is the trainer's and ``moon.schedules``' job, not this module's.
+``average_epochs`` epochs) is the trainer's and ``moon.sparse.schedules``' job, not this module's.
 
 :meth:`finalize` recomputes BatchNorm statistics with ``update_bn`` (an exact cumulative average
 over one train-mode pass of the training loader, as the reference's ``bn_update`` does) and returns
