@@ -96,8 +96,6 @@ def _one_line_first(shell, etype, value, tb, tb_offset=None):
     """IPython's handler for :class:`~moon.errors.MoonError` and ``ValueError``: the message, one
     line, on the kernel's own stderr (the terminal that started papermill or jupyter), then the
     usual traceback in the notebook, which papermill needs to see the cell fail."""
-    import sys
-
     message = " ".join(str(value).split("\n")[:1]) or etype.__name__
     try:
         print(f"error: {message}", file=terminal_stream(), flush=True)
