@@ -533,9 +533,8 @@ def test_verdict_is_three_to_five_bold_led_bullets(frame, two_models):
                           "+1.1 points")
     assert ece.startswith("**ECE: lower in 5 of 5 settings, higher in none** (−2.1 to −2.1")
     assert premise == ("**Premise: calibration half held, accuracy and OOD half held** (sparse "
-                       "was worse calibrated than dense in 4 of 4 sparse settings; sparse is worse "
-                       "in near-OOD AUROC in 4 of 4, far-OOD AUROC in 4 of 4, accuracy in 4 of 4; "
-                       "unadjusted 95% intervals).")
+                       "− dense, 4 sparse settings, unadjusted 95%: worse calibrated "
+                       "in 4; worse in near-OOD AUROC in 4, far-OOD AUROC in 4, accuracy in 4).")
     both = headline.verdict(two_models)                      # per-model rows, never pooled
     assert both[2].startswith("**Accuracy: higher in 10 of 10 settings, lower in none** "
                               "(+1.1 to +2.1 points")
@@ -645,9 +644,9 @@ def test_not_reproduced_names_our_number_and_its_explanation(frame):
     assert "temperature of the baselines is 1.80 dense and 1.50 sparse" in premise
     # which half of the premise failed: calibration; the OOD AUROCs are equal here, accuracy not
     assert headline.premise_bullet(flat).startswith(
-        "**Premise: calibration half failed, accuracy and OOD half partly held** (sparse was "
-        "better calibrated than dense in 4 of 4 sparse settings; sparse is worse in near-OOD "
-        "AUROC in 0 of 4")
+        "**Premise: calibration half failed, accuracy and OOD half partly held** (sparse − dense"
+        ", 4 sparse settings, unadjusted 95%: better calibrated in 4; worse in "
+        "near-OOD AUROC in 0")
 
 
 def test_limitations_carry_their_numbers(frame, tmp_path):
@@ -813,8 +812,9 @@ def test_verdict_names_the_declared_family_adjusts_it_and_labels_the_rest(frame)
     assert "unadjusted" in bullets[2]
     assert "temperature shift" in bullets[3]
     assert bullets[-1].startswith("**Premise: calibration half held, accuracy and OOD half held** "
-                                  "(sparse was worse calibrated than dense in 4 of 4")
-    assert "accuracy in 4 of 4" in bullets[-1]
+                                  "(sparse − dense, 4 sparse settings, unadjusted 95%: "
+                                  "worse calibrated in 4")
+    assert "accuracy in 4)" in bullets[-1]
     assert headline.verdict(frame) == headline.verdict(frame, {})   # no family: as before
 
 

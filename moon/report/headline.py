@@ -54,7 +54,7 @@ def _effect_bullet(effects: "pd.DataFrame", metric: str) -> str | None:
     n_up, n_down = int((moved & (rows["mean_diff"] > 0)).sum()), int(
         (moved & (rows["mean_diff"] < 0)).sum())
     mde = 100 * rows["mde"].median()
-    seen = (f"; unadjusted 95% intervals, detectable ±{mde:.1f}" if math.isfinite(mde)
+    seen = (f"; unadjusted 95%, detectable ±{mde:.1f}" if math.isfinite(mde)
             else "; single runs, no intervals")
     span = f"{signed(diffs.min(), 1)} to {signed(diffs.max(), 1)} points"
     name = name[:1].upper() + name[1:]
@@ -157,13 +157,13 @@ def premise_bullet(frame: "pd.DataFrame", premise: str = "id.ece",
         lead += (", accuracy and OOD half "
                  + (halves.pop() if len(halves) == 1 else
                     "partly held" if halves & {"held", "partly held"} else "not seen"))
-    text = (f"**{lead}** (sparse was {'worse' if worse >= better else 'better'} calibrated than "
-            f"dense in {max(worse, better)} of {n} sparse settings")
+    text = (f"**{lead}** (sparse − dense, {n} sparse settings, unadjusted 95%: "
+            f"{'worse' if worse >= better else 'better'} calibrated in {max(worse, better)}")
     if rest:
-        text += ("; sparse is worse in "
-                 + ", ".join(f"{_metric_word(m)} in {w} of {k}" + (f" (better in {b})" if b else "")
-                             for m, (w, b, k) in rest.items()))
-    return text + "; unadjusted 95% intervals)."
+        text += ("; worse in "
+                 + ", ".join(f"{_metric_word(m)} in {w}" + ("" if k == n else f" of {k}")
+                             + (f" (better in {b})" if b else "") for m, (w, b, k) in rest.items()))
+    return text + ")."
 
 
 def _half(worse: int, better: int, n: int) -> str:
