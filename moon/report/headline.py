@@ -736,7 +736,7 @@ def dice_moon_answer(frame: "pd.DataFrame", kinds=("near", "far")) -> str:
     mde = 100 * inter["mde"].median() if "mde" in inter else math.nan
     seen = (f"; interactions under about ±{mde:.1f} points could not be seen"
             if math.isfinite(mde) else "")
-    return (f"**Does DICE add to MOON?** {answer}. The interaction (DICE's gain over energy on a "
+    return (f"**Does DICE add to MOON?** {answer[:1].upper() + answer[1:]}. The interaction (DICE's gain over energy on a "
             f"MOON run minus that on the paired baseline) is "
             f"{signed(100 * inter['mean_diff'].min(), 1)} to "
             f"{signed(100 * inter['mean_diff'].max(), 1)} points, measurably positive in {up} and "
