@@ -527,16 +527,16 @@ def test_verdict_is_three_to_five_bold_led_bullets(frame, two_models):
     assert near.startswith("**Near-OOD AUROC: no measurable change** (+0.2 to "
                            "+0.2 points in 5 settings")
     assert f"detectable ±{mde['ood.near.msp.auroc']:.1f})" in near  # a sized null
-    assert far.startswith("**Far-OOD AUROC: higher in 5 of 5 settings, lower in none** (+3.0 "
+    assert far.startswith("**Far-OOD AUROC: measurably higher in 5 of 5 settings, lower in none** (+3.0 "
                           "to +3.0 points")
-    assert acc.startswith("**Accuracy: higher in 5 of 5 settings, lower in none** (+1.1 to "
+    assert acc.startswith("**Accuracy: measurably higher in 5 of 5 settings, lower in none** (+1.1 to "
                           "+1.1 points")
-    assert ece.startswith("**ECE: lower in 5 of 5 settings, higher in none** (−2.1 to −2.1")
+    assert ece.startswith("**ECE: measurably lower in 5 of 5 settings, higher in none** (−2.1 to −2.1")
     assert premise == ("**Premise: calibration half held, accuracy and OOD half held** (sparse "
                        "− dense, 4 sparse settings, unadjusted 95%: worse calibrated "
                        "in 4; worse in near-OOD AUROC in 4, far-OOD AUROC in 4, accuracy in 4).")
     both = headline.verdict(two_models)                      # per-model rows, never pooled
-    assert both[2].startswith("**Accuracy: higher in 10 of 10 settings, lower in none** "
+    assert both[2].startswith("**Accuracy: measurably higher in 10 of 10 settings, lower in none** "
                               "(+1.1 to +2.1 points")
     no_dense = headline.verdict(frame[frame["method"] != "dense"])
     assert len(no_dense) == 4                                # no premise without dense runs
@@ -637,7 +637,7 @@ def test_not_reproduced_names_our_number_and_its_explanation(frame):
     assert auroc.startswith("**MOON's AUROC gain.** Published: up to +8.4 points. Ours: at best "
                             "+0.0 [+0.0, +0.0] points (")
     assert "no sparse setting rose measurably (0 of 8 setting x group cells)" in auroc
-    assert "a median 0.020% of the probability on ID test images and at most 0.40% on an OOD" in auroc
+    assert "a median 0.020% of the probability on ID test images and 0.40% on the OOD set" in auroc
     assert premise.startswith("**The premise.** Published: sparse RigL's ECE +3.6 points above "
                               "dense")
     assert "Ours: sparse − dense −3.0 to −3.0 points, worse calibrated in 0 of 4" in premise
@@ -687,7 +687,7 @@ def test_chapter_conclusions_name_their_numbers(frame, ablation_frame):
     sweep = headline.sweep_conclusion(frame)
     assert sweep.startswith("**What this shows.** ") and sweep.count("**") == 2
     assert sweep.startswith("**What this shows.** MOON against its baseline. Near-OOD AUROC: ")
-    assert "Accuracy: higher in 5 of 5 settings, lower in none (+1.1 to +1.1 points" in sweep
+    assert "Accuracy: measurably higher in 5 of 5 settings, lower in none (+1.1 to +1.1 points" in sweep
     ablation = headline.ablation_conclusion(ablation_frame)
     mean, low, high = (100 * v for v in hand_interval([0.03, 0.032, 0.034]))
     assert f"MOON +{mean:.1f} [+{low:.1f}, +{high:.1f}] *" in ablation

@@ -245,3 +245,16 @@ def test_the_capacity_arm_without_its_dense_runs_says_so():
     assert "no dense runs" in regime_map.capacity_verdict(
         long, regime_map.capacity_fit(sparse_only))
     assert regime_map.capacity_frame(study_frame(), METRICS).empty
+
+
+def test_the_seed_count_separates_settings_that_differ_in_width_or_size():
+    """"N-M seeds per setting" counts seeds per setting, and width and training-set size are
+    part of a setting: the 3-seed capacity arm is not lumped with the narrow model's runs."""
+    from moon.report.frame import describe_runs
+
+    narrow, wide = study_frame(), wide_frame()
+    fewest = int(narrow.groupby(["max_train_samples", "method", "density", "unknown_class"])
+                 ["seed"].nunique().min())
+    assert fewest > 3
+    text = describe_runs(pd.concat([narrow, wide], ignore_index=True))
+    assert "3-" in text and "seeds per setting" in text

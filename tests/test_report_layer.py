@@ -208,11 +208,11 @@ def test_verdict_bullet_counts_each_direction():
 
     assert bullet([False] * 3, [-0.01] * 3).startswith("**ECE: no measurable change**")
     assert bullet([True, True, False], [-0.01] * 3).startswith(
-        "**ECE: lower in 2 of 3 settings, higher in none** (−1.0 to −1.0 points; ")
+        "**ECE: measurably lower in 2 of 3 settings, higher in none** (−1.0 to −1.0 points; ")
     assert bullet([True, True, False], [0.01] * 3).startswith(
-        "**ECE: higher in 2 of 3 settings, lower in none**")
+        "**ECE: measurably higher in 2 of 3 settings, lower in none**")
     assert bullet([True, True, True], [0.01, 0.01, -0.01]).startswith(
-        "**ECE: higher in 2 of 3 settings, lower in 1**")
+        "**ECE: measurably higher in 2 of 3 settings, lower in 1**")
     assert bullet([True, False, False], [0.01] * 3).startswith(
-        "**ECE: higher in 1 of 3 settings, lower in none**")
+        "**ECE: measurably higher in 1 of 3 settings, lower in none**")
     assert "detectable ±1.0)" in bullet([False] * 3, [0.0] * 3)

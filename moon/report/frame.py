@@ -326,8 +326,9 @@ def describe_runs(frame: "pd.DataFrame") -> str:
     images = (", ".join(names[:-1]) + " and " if len(names) > 1 else "") + f"{names[-1]} training images"
     seed_text = ""
     if "seed" in frame:
-        setting = [c for c in ("model", "method", "density", "moon") if c in frame]
-        counts = frame.groupby(setting)["seed"].nunique()
+        setting = [c for c in ("model", "width", "max_train_samples", "method", "density", "moon")
+                   if c in frame]          # every field a study varies apart from the seed
+        counts = frame.groupby(setting, dropna=False)["seed"].nunique()
         low, high = int(counts.min()), int(counts.max())
         seed_text = (f", {low}{'' if low == high else f'-{high}'} "
                      f"seed{'' if low == high == 1 else 's'} per setting")

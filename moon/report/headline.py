@@ -63,7 +63,7 @@ def _effect_bullet(effects: "pd.DataFrame", metric: str) -> str | None:
     else:
         first, second = ("higher", "lower") if n_up >= n_down else ("lower", "higher")
         counts = {"higher": n_up, "lower": n_down}
-        lead = (f"{name}: {first} in {counts[first]} of {n} settings, {second} in "
+        lead = (f"{name}: measurably {first} in {counts[first]} of {n} settings, {second} in "
                 + (str(counts[second]) if counts[second] else "none"))
     return f"**{lead}** ({span}{seen})."
 
@@ -428,9 +428,9 @@ def not_reproduced(frame: "pd.DataFrame", path: str | Path = PUBLISHED) -> list[
             id_mass = 100 * numeric(mass, "extra.unknown_mass.id_test").median()
             ood_mass = 100 * mass[ood_cols].apply(pd.to_numeric, errors="coerce").median().max()
             why = (f" Why, as far as the runs show: at the end of training the unknown class "
-                   f"holds a median {id_mass:.3f}% of the probability on ID test images and at "
-                   f"most {ood_mass:.2f}% on an OOD set (median over runs), so its MSP "
-                   f"differs from a plain K-class head's by at most that much.")
+                   f"holds a median {id_mass:.3f}% of the probability on ID test images and "
+                   f"{ood_mass:.2f}% on the OOD set where its median over runs is largest, so "
+                   f"its MSP typically differs from a plain K-class head's by about that much.")
         bullets.append(
             f"**MOON's AUROC gain.** Published: up to +{gain:g} points. Ours: at best "
             f"{interval_text(best, 100)} points ({best['metric'].split('.')[1]}-OOD, "
@@ -645,7 +645,7 @@ def calibration_bullet(frame: "pd.DataFrame") -> str | None:
     return (f"**MOON's ECE gain is a temperature shift** (post hoc): after temperature scaling, "
             f"MOON − baseline is within ±{shift['max_abs_scaled']:.2f} points in all "
             f"{len(shift['scaled'])} settings, and the baseline with temperature scaling has a "
-            f"lower ECE than MOON without it in {shift['fix_wins']} of {shift['fix_n']} sparse "
+            f"lower mean ECE than MOON without it in {shift['fix_wins']} of {shift['fix_n']} sparse "
             "settings.")
 
 
