@@ -23,10 +23,11 @@ from typing import Any, Mapping
 from moon.data import ID_SETS
 from moon.ood.registry import DETECTORS as DETECTOR_SPECS
 from moon.ood.sets import default_ood_sets, ood_sets_for
+from moon.sparse.masking import METHODS_WITH_UPDATES
 from moon.sparse.training import KERNELS
 
 MODELS = ("mlp", "lenet5", "resnet18", "wrn")
-METHODS = ("dense", "static", "set", "rigl", "cigl")
+METHODS = ("dense", "static", *METHODS_WITH_UPDATES)    # the last ones update their topology
 SPARSE_INITS = ("erk", "uniform")
 # Scores and detectors, declared once in moon.ood.registry; some need the K+1 head ("unknown").
 DETECTORS = tuple(DETECTOR_SPECS)

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from moon.config import RunConfig
+from moon.config import MODELS, RunConfig
 from moon.models import ARCHITECTURES, build_model, model_for, num_outputs
 
 SHAPES = [(1, 28), (3, 32)]
@@ -47,4 +47,4 @@ def test_reference_architectures():
 def test_unknown_model_lists_known_ones():
     with pytest.raises(ValueError, match="mlp, lenet5, resnet18, wrn"):
         build_model("vgg", 10, 1, 28)
-    assert set(ARCHITECTURES) == {"mlp", "lenet5", "resnet18", "wrn"}
+    assert tuple(ARCHITECTURES) == MODELS            # the config's list, one architecture each

@@ -130,3 +130,14 @@ def test_a_run_stores_the_sweep_the_unknown_mass_and_the_released_ece(tiny_fashi
     assert set(result.extra["unknown_mass"]) == {"id_test", "gaussian", "uniform"}
     assert 0 < result.history[0]["unknown_mass"] < 1
     assert 0 <= result.id["ece_released"] <= 1 and result.id["temperature"] > 0
+
+
+def test_every_detector_has_a_page_name_declared_with_it():
+    """A detector's name in the book comes from its registry entry (one declaration): a new
+    detector without a label would print as an empty string on every page."""
+    from moon.ood.registry import DETECTORS
+    from moon.report.frame import DETECTOR_NAMES
+
+    labels = [spec.label for spec in DETECTORS.values()]
+    assert all(labels) and len(set(labels)) == len(labels)
+    assert list(DETECTOR_NAMES) == list(DETECTORS)

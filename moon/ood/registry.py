@@ -28,6 +28,7 @@ class DetectorSpec:
     RunConfig field that sets it; ``fitted`` names keywords the evaluation computes and passes."""
 
     paper: str
+    label: str = ""                     # its name on a page (moon.report.frame.DETECTOR_NAMES)
     cls: type[Detector] = LogitScore
     score: Callable[[Tensor, int], Tensor] | None = None
     needs_unknown_class: bool = False
@@ -53,32 +54,44 @@ class DetectorSpec:
 _SPECS = {
     # --- from the logits alone ------------------------------------------------------------------
     "msp": DetectorSpec("Hendrycks & Gimpel 2017; over K of the (K+1)-way softmax as the released "
-                        "MOON code (reference moon-released-code.md 5.1)", score=scores.msp),
+                        "MOON code (reference moon-released-code.md 5.1)",
+                        label="MSP", score=scores.msp),
     "msp_renorm": DetectorSpec("Hendrycks & Gimpel 2017, softmax over the K known logits",
+                               label="MSP over K",
                                score=scores.msp_renorm),
-    "msp_ts": DetectorSpec("Guo et al. 2017 (temperature scaling) + MSP", cls=TemperatureMSP,
+    "msp_ts": DetectorSpec("Guo et al. 2017 (temperature scaling) + MSP",
+                           label="MSP, temperature-scaled", cls=TemperatureMSP,
                            fitted=("temperature",)),
-    "max_logit": DetectorSpec("Hendrycks et al. 2022, scaling OOD detection", score=scores.max_logit),
-    "energy": DetectorSpec("Liu et al. 2020, energy-based OOD detection", score=scores.energy),
-    "entropy": DetectorSpec("negative softmax entropy (e.g. Chan et al. 2021)", score=scores.entropy),
-    "gen": DetectorSpec("Liu et al. 2023, GEN (CVPR)", score=scores.gen),
-    "unknown": DetectorSpec("1 - p(unknown) of the K+1 head (MOON)", score=scores.unknown,
+    "max_logit": DetectorSpec("Hendrycks et al. 2022, scaling OOD detection",
+                              label="max logit", score=scores.max_logit),
+    "energy": DetectorSpec("Liu et al. 2020, energy-based OOD detection",
+                           label="energy", score=scores.energy),
+    "entropy": DetectorSpec("negative softmax entropy (e.g. Chan et al. 2021)",
+                            label="entropy", score=scores.entropy),
+    "gen": DetectorSpec("Liu et al. 2023, GEN (CVPR)", label="GEN", score=scores.gen),
+    "unknown": DetectorSpec("1 - p(unknown) of the K+1 head (MOON)",
+                            label="unknown class", score=scores.unknown,
                             needs_unknown_class=True),
     # --- the head's weights and ID training statistics -----------------------------------------------
-    "dice": DetectorSpec("Sun & Li 2022, DICE (ECCV; reference cigl-and-dice.md Part B)", cls=DICE,
+    "dice": DetectorSpec("Sun & Li 2022, DICE (ECCV; reference cigl-and-dice.md Part B)",
+                         label="DICE", cls=DICE,
                          options={"p": "dice_p"}),
-    "react": DetectorSpec("Sun et al. 2021, ReAct (NeurIPS)", cls=ReAct, options={"p": "react_p"}),
-    "ash": DetectorSpec("Djurisic et al. 2023, ASH (ICLR), ASH-S", cls=ASH, options={"p": "ash_p"}),
-    "scale": DetectorSpec("Xu et al. 2024, SCALE (ICLR)", cls=SCALE, options={"p": "scale_p"}),
-    "odin": DetectorSpec("Liang et al. 2018, ODIN (ICLR)", cls=ODIN),
+    "react": DetectorSpec("Sun et al. 2021, ReAct (NeurIPS)",
+                          label="ReAct", cls=ReAct, options={"p": "react_p"}),
+    "ash": DetectorSpec("Djurisic et al. 2023, ASH (ICLR), ASH-S",
+                        label="ASH-S", cls=ASH, options={"p": "ash_p"}),
+    "scale": DetectorSpec("Xu et al. 2024, SCALE (ICLR)",
+                          label="SCALE", cls=SCALE, options={"p": "scale_p"}),
+    "odin": DetectorSpec("Liang et al. 2018, ODIN (ICLR)", label="ODIN", cls=ODIN),
     # --- feature-space ------------------------------------------------------------------------------
     "mahalanobis": DetectorSpec("Lee et al. 2018, Mahalanobis (NeurIPS), no input pre-processing",
+                                label="Mahalanobis",
                                 cls=Mahalanobis),
-    "rmds": DetectorSpec("Ren et al. 2021, relative Mahalanobis distance", cls=RMDS),
-    "knn": DetectorSpec("Sun et al. 2022, deep nearest neighbours (ICML)", cls=KNN,
+    "rmds": DetectorSpec("Ren et al. 2021, relative Mahalanobis distance", label="RMDS", cls=RMDS),
+    "knn": DetectorSpec("Sun et al. 2022, deep nearest neighbours (ICML)", label="KNN", cls=KNN,
                         options={"k": "knn_k"}),
-    "vim": DetectorSpec("Wang et al. 2022, ViM (CVPR)", cls=ViM),
-    "fdbd": DetectorSpec("Liu & Qin 2024, fDBD (ICML)", cls=FDBD),
+    "vim": DetectorSpec("Wang et al. 2022, ViM (CVPR)", label="ViM", cls=ViM),
+    "fdbd": DetectorSpec("Liu & Qin 2024, fDBD (ICML)", label="fDBD", cls=FDBD),
 }
 DETECTORS: Mapping[str, DetectorSpec] = MappingProxyType(_SPECS)
 

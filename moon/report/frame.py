@@ -16,6 +16,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from moon.ood.registry import DETECTORS as DETECTOR_SPECS
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -36,11 +38,8 @@ METRIC_NAMES = {"accuracy": "accuracy", "ece": "ECE", "mce": "MCE", "adaptive_ec
                 "ts_ece": "ECE after temperature scaling", "ts_nll": "NLL after temperature scaling",
                 "ece_released": "ECE (released code's convention)", "auroc": "AUROC",
                 "aupr_in": "AUPR-In", "aupr_out": "AUPR-Out", "fpr95": "FPR@95"}
-DETECTOR_NAMES = {"msp": "MSP", "msp_renorm": "MSP over K", "msp_ts": "MSP, temperature-scaled",
-                  "max_logit": "max logit", "energy": "energy", "entropy": "entropy", "gen": "GEN",
-                  "unknown": "unknown class", "dice": "DICE", "react": "ReAct", "ash": "ASH-S",
-                  "scale": "SCALE", "odin": "ODIN", "mahalanobis": "Mahalanobis", "rmds": "RMDS",
-                  "knn": "KNN", "vim": "ViM", "fdbd": "fDBD"}
+# Each detector's name on a page, declared with the detector in moon.ood.registry.
+DETECTOR_NAMES = {name: spec.label for name, spec in DETECTOR_SPECS.items()}
 PERCENT = ("accuracy", "ece", "mce", "adaptive_ece", "ts_ece", "ece_released", "auroc", "aupr_in",
            "aupr_out", "fpr95")
 ID_METRICS = ("accuracy", "nll", "brier", "ece", "mce", "adaptive_ece")
