@@ -14,6 +14,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+from test_report_layer import find_cycle      # one cycle finder for both layering tests
+
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = "moon"
 
@@ -113,29 +115,6 @@ def import_graph(trees: dict[str, tuple[ast.Module, bool]]) -> dict[str, set[str
     names = set(trees)
     return {name: imports(tree, name, is_package, names)
             for name, (tree, is_package) in trees.items()}
-
-
-def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
-    """One cycle of ``graph`` as ``[a, b, ..., a]``, or None."""
-    state: dict[str, int] = {}          # 1: on the current path, 2: done
-    path: list[str] = []
-
-    def visit(node: str) -> list[str] | None:
-        state[node] = 1
-        path.append(node)
-        for nxt in sorted(graph.get(node, ())):
-            if state.get(nxt) == 1:
-                return path[path.index(nxt):] + [nxt]
-            if nxt not in state and (found := visit(nxt)):
-                return found
-        path.pop()
-        state[node] = 2
-        return None
-
-    for start in sorted(graph):
-        if start not in state and (found := visit(start)):
-            return found
-    return None
 
 
 def stage_of(module: str) -> str | None:
