@@ -20,13 +20,14 @@ import re
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from moon.architectures import ARCHITECTURES
 from moon.data import ID_SETS
 from moon.ood.registry import DETECTORS as DETECTOR_SPECS
 from moon.ood.sets import default_ood_sets, ood_sets_for
 from moon.sparse.masking import METHODS_WITH_UPDATES
 from moon.sparse.training import KERNELS
 
-MODELS = ("mlp", "lenet5", "resnet18", "wrn")
+MODELS = tuple(ARCHITECTURES)                           # declared in moon.architectures
 METHODS = ("dense", "static", *METHODS_WITH_UPDATES)    # the last ones update their topology
 SPARSE_INITS = ("erk", "uniform")
 # Scores and detectors, declared once in moon.ood.registry; some need the K+1 head ("unknown").
@@ -307,6 +308,16 @@ def _bad(field: str, value: Any, allowed: str) -> ValueError:
     return ValueError(f"{field}={value!r} is not allowed: {allowed}")
 
 
+def check_knn_k(cfg: RunConfig, fitted: int) -> None:
+    """KNN's rule, in one place: its k is at most the ``fitted`` training images the detectors are
+    fitted on (the config checks the cap fit_samples / max_train_samples sets; the run's preflight
+    the number its data really gives)."""
+    if "knn" in cfg.detector_list and cfg.knn_k > fitted:
+        raise _bad("knn_k", cfg.knn_k, f"at most the {fitted} training images the detectors are "
+                                       f"fitted on; lower knn_k or raise fit_samples "
+                                       f"(max_train_samples also caps them)")
+
+
 def _normalised_lists(cfg: RunConfig) -> dict[str, str]:
     """Lists and tuples given for ood_sets/detectors become one canonical comma-separated string."""
     out = {}
@@ -441,9 +452,8 @@ def _check_execution(cfg: RunConfig) -> None:
     if cfg.knn_k < 1:
         raise _bad("knn_k", cfg.knn_k, "an integer >= 1")
     fit = min((v for v in (cfg.fit_samples, cfg.max_train_samples) if v > 0), default=0)
-    if fit and cfg.knn_k > fit:
-        raise _bad("knn_k", cfg.knn_k, f"at most the {fit} training images detectors are fitted "
-                                       f"on (fit_samples / max_train_samples)")
+    if fit:
+        check_knn_k(cfg, fit)
     if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", cfg.device):
         raise _bad("device", cfg.device, "auto, cpu, mps, cuda or cuda:N")
 

@@ -28,7 +28,7 @@ from moon.metrics import (auroc, calibration, fit_temperature, ood_metrics, rele
                           reliability)
 from moon.ood.detectors import DICE, Detector
 from moon.ood.registry import DETECTORS, make_detector, options_for
-from moon.ood.sets import GROUPS, OOD_SETS, load_ood, ood_source
+from moon.ood.sets import OOD_SETS, group_means, load_ood, ood_source
 from moon.outputs import Outputs, extract
 
 log = logging.getLogger(__name__)
@@ -84,7 +84,7 @@ def fit_detectors(model: nn.Module, data: IDData, cfg: RunConfig, device,
 
 def evaluate(model: nn.Module, data: IDData, cfg: RunConfig, device: torch.device) -> dict[str, Any]:
     """``{"id", "ood", "ood_summary", "ood_sources", "constant_scores", "curves", "dice_sweep",
-    "unknown_mass", "seconds"}`` for the model the run reports; ``ood_summary`` is :func:`group_means`,
+    "unknown_mass", "seconds"}`` for the model the run reports; ``ood_summary`` is :func:`moon.ood.sets.group_means`,
     ``ood_sources`` maps every OOD set to where its images came from
     (:func:`moon.ood.sets.ood_source`). ``dice_sweep`` is ``{set: {p: AUROC}}`` of DICE at every
     :data:`DICE_SWEEP` percentile; ``unknown_mass`` is ``{"id_test" | set: mean p(unknown)}``
@@ -158,19 +158,6 @@ def unknown_mass(logits: torch.Tensor, num_known: int) -> float | None:
     if logits.shape[1] != num_known + 1:
         return None
     return float(torch.softmax(logits.double(), dim=1)[:, -1].mean())
-
-
-def group_means(ood: dict[str, dict[str, dict[str, float]]]) -> dict[str, Any]:
-    """``{group: {detector: {metric: mean}}}``: unweighted means over the OOD sets of each group of
-    :data:`moon.ood.sets.GROUPS` (near, far, noise) present in ``ood``."""
-    out: dict[str, Any] = {}
-    for kind in GROUPS:
-        sets = [s for s in ood if OOD_SETS[s].kind == kind]
-        if not sets:
-            continue
-        out[kind] = {d: {m: float(np.mean([ood[s][d][m] for s in sets])) for m in ood[sets[0]][d]}
-                     for d in ood[sets[0]]}
-    return out
 
 
 def score_curves(id_scores: dict[str, torch.Tensor],

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from moon.config import RunConfig, differing_fields
+from moon.config import RunConfig, check_knn_k, differing_fields
 from moon.cost import peak_memory, training_flops_per_image
 from moon.data import load_id
 from moon.errors import CorruptFile, FolderInUse, LockLost
@@ -124,10 +124,7 @@ def preflight(cfg: RunConfig, data) -> None:
 
     for name in cfg.ood_set_list:
         load_ood(name, data, seed=cfg.seed, n=8)
-    fitted = len(fit_subset(data, cfg)[1])
-    if "knn" in cfg.detector_list and cfg.knn_k > fitted:
-        raise ValueError(f"knn_k={cfg.knn_k} is larger than the {fitted} training images the "
-                         f"detectors are fitted on; lower knn_k or raise fit_samples")
+    check_knn_k(cfg, len(fit_subset(data, cfg)[1]))
 
 
 def _train_and_evaluate(cfg: RunConfig, device: torch.device, out: Path | None,

@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from moon.metrics import ood_metrics
-from moon.models import Classifier
+from moon.architectures import Classifier
 from moon.ood.detectors import DICE
 from moon.ood.scores import msp
 from moon.outputs import Outputs

@@ -4,7 +4,7 @@ import pytest
 
 from moon.config import RunConfig
 from moon.cost import forward_flops, layer_macs, training_flops_per_image
-from moon.models import build_model
+from moon.architectures import build_model
 
 
 def test_lenet5_and_mlp_macs_match_hand_counts():

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from moon.models import build_model
+from moon.architectures import build_model
 from moon.sparse import masks as M
 from moon.sparse import schedules
 from moon.sparse.masking import Masking, maskable_parameters

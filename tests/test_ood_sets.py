@@ -5,6 +5,7 @@ allow-list unpickler and the messages for a missing package."""
 from __future__ import annotations
 
 import gzip
+import math
 import pickle
 import sys
 
@@ -15,7 +16,6 @@ from conftest import N_TEST, balanced_labels, synthetic_images, write_idx
 
 from moon.config import RunConfig
 from moon.data import ID_SETS, load_id, read_pickle
-from moon.evaluate import group_means
 from moon.ood import shipped
 from moon.ood.sets import (
     _OOD_BUILDERS,
@@ -24,6 +24,7 @@ from moon.ood.sets import (
     MissingPackageError,
     OODSpec,
     default_ood_sets,
+    group_means,
     load_ood,
     ood_source,
     ood_sets_for,
@@ -92,6 +93,12 @@ def test_group_means_are_per_group():
     assert means["far"]["msp"]["auroc"] == pytest.approx(0.9)
     assert means["noise"]["msp"]["auroc"] == pytest.approx(0.975)
     assert list(group_means({"photos": ood["photos"]})) == ["far"]
+    # a value a file lacks, or NaN, is left out of its mean; a set the registry no longer knows too
+    older = {"digits": {"msp": {"auroc": 0.6, "fpr95": float("nan")}}, "mnist": {"msp": {"auroc": None}},
+             "retired": {"msp": {"auroc": 0.0}}}
+    means = group_means(older)
+    assert list(means) == ["near"] and means["near"]["msp"]["auroc"] == pytest.approx(0.6)
+    assert math.isnan(means["near"]["msp"]["fpr95"])
 
 
 # --- the new sets ----------------------------------------------------------------------------------

@@ -413,3 +413,17 @@ def test_bad_data_is_one_clear_line_before_compute(case, tmp_path, monkeypatch, 
     lines = [line for line in err.splitlines() if line.startswith("error:")]
     assert code == 2 and len(lines) == 1 and fragment in lines[0], err
     assert "Traceback" not in err
+
+
+def test_knn_k_rule_is_the_configs_at_preflight_too():
+    """The config caps k by fit_samples; a data set with fewer training images than that is caught
+    by the run's preflight with the config's own message (one rule, moon.config.check_knn_k)."""
+    from conftest import learnable_id_data
+
+    from moon.runner import preflight
+
+    data = learnable_id_data(n_train=60)
+    cfg = RunConfig(knn_k=80, fit_samples=1000, ood_sets="gaussian", detectors="msp,knn")
+    with pytest.raises(ValueError, match="knn_k=80 is not allowed: at most the 60 training images"):
+        preflight(cfg, data)
+    preflight(RunConfig(knn_k=80, fit_samples=1000, ood_sets="gaussian", detectors="msp"), data)

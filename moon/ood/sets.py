@@ -11,9 +11,11 @@ needed the first time). :func:`ood_source` says where a set's images came from.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -105,6 +107,28 @@ def default_ood_sets(dataset: str) -> tuple[str, ...]:
 # --------------------------------------------------------------------------------------------------
 # OOD sets: every builder returns uint8 [N, C, H, W] in the ID image shape
 # --------------------------------------------------------------------------------------------------
+def group_means(ood: Mapping[str, Mapping[str, Mapping[str, float | None]]]) -> dict[str, Any]:
+    """``{group: {detector: {metric: mean}}}`` from ``{set: {detector: {metric: value}}}``: the
+    unweighted mean over the sets of each group of :data:`GROUPS` (near, far, noise) present in
+    ``ood``, by today's registry (older result files filed noise under far; sets it no longer
+    knows are left out). A missing or non-finite value is left out of its mean (NaN where none is
+    left). The one place group means are computed: a run stores them (``extra.ood_summary``) and
+    the report's frame computes them from each result's ``ood`` section."""
+    out: dict[str, Any] = {}
+    for kind in GROUPS:
+        values: dict[str, dict[str, list[float]]] = {}
+        for name in (s for s in ood if s in OOD_SETS and OOD_SETS[s].kind == kind):
+            for detector, metrics in ood[name].items():
+                for metric, value in metrics.items():
+                    kept = values.setdefault(detector, {}).setdefault(metric, [])
+                    if isinstance(value, (int, float)) and math.isfinite(value):
+                        kept.append(value)
+        if values:
+            out[kind] = {d: {m: float(np.mean(v)) if v else math.nan for m, v in metrics.items()}
+                         for d, metrics in values.items()}
+    return out
+
+
 def to_id_shape(x: torch.Tensor, shape: tuple[int, ...], chunk: int = 1024) -> torch.Tensor:
     """Convert uint8 images ``[N, c, h, w]`` to ``shape = (C, H, W)``: RGB to grey by ITU-R 601 luma
     (0.299 R + 0.587 G + 0.114 B) or grey repeated to RGB, then antialiased bilinear resizing."""

@@ -8,7 +8,7 @@ module                        its one job                                       
 :mod:`~moon.report.regime`    is this the paper's regime? the regime contrast             frame, stats
 :mod:`~moon.report.regime_map` the regime map: premise and MOON per n, MOON's parts     frame, stats
 :mod:`~moon.report.tables`    page tables, formatted to the precision they carry          frame, stats
-:mod:`~moon.report.plotting`  what every figure shares: palette, saving, axes             -
+:mod:`~moon.report.plotting`  what every figure shares: palette, saving, axes             frame
 :mod:`~moon.report.figures`   comparison figures                                          frame, stats, plotting
 :mod:`~moon.report.regime_figures` the regime map and its per-n curves                frame, plotting, regime_map
 :mod:`~moon.report.run_figures` figures of one run and of the benchmark images           frame, plotting

@@ -18,9 +18,10 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 
 from moon.report import stats
-from moon.report.frame import (METHOD_ORDER, PRIMARY_METRICS, ablation_labels, by_model,
-                               higher_is_better, label_order, method_name, metric_label,
-                               model_name, numeric, require_columns, scale_of, with_model)
+from moon.report.frame import (BASELINE, METHOD_ORDER, MOON, PRIMARY_METRICS, ablation_labels,
+                               by_model, higher_is_better, label_order, method_name,
+                               metric_label, model_name, moon_label, numeric, require_columns,
+                               scale_of, with_model)
 from moon.report.plotting import (LINESTYLES, MARKERS, STUDY_COLORS, density_axis, method_color,
                                   new_figure, panel_grid, save)
 
@@ -128,7 +129,7 @@ def density_panels(frame: "pd.DataFrame", metrics=PRIMARY_METRICS,
             part = frame if model is None else frame[frame["model"] == model]
             dense = stats.density_summary(part[part["method"] == "dense"], metric, hue="moon") \
                 if (part["method"] == "dense").any() else None
-            for label in ("baseline", "MOON"):
+            for label in (BASELINE, MOON):
                 if dense is not None:
                     for _, d in dense[dense["moon"] == label].iterrows():
                         ax.axhline(scale * d["mean"], color="0.55", ls=LINESTYLES[label], lw=1)
@@ -231,7 +232,7 @@ def calibration_overview(frame: "pd.DataFrame", path: str | Path | None = None):
         cells = _cells(part)
         for y, (method, density) in enumerate(cells):
             runs = part[(part["method"] == method) & np.isclose(part["density"], density)]
-            for k, label in enumerate(("baseline", "MOON")):
+            for k, label in enumerate((BASELINE, MOON)):
                 values = numeric(runs[runs["moon"] == label], "id.ece")
                 if values.dropna().empty:
                     continue
@@ -240,7 +241,7 @@ def calibration_overview(frame: "pd.DataFrame", path: str | Path | None = None):
                 if np.isfinite(lo):
                     ax.plot([lo, hi], [yy, yy], color=color, lw=2)
                 ax.plot(mean, yy, MARKERS[label], color=color,
-                        mfc=color if label == "baseline" else "white", ms=6)
+                        mfc=color if label == BASELINE else "white", ms=6)
                 ts = numeric(runs[runs["moon"] == label], "id.ts_ece").mean()
                 if np.isfinite(ts):
                     ax.plot(100 * ts, yy, "D", color="black", ms=3)
@@ -291,7 +292,7 @@ def regime_curves(results, path: str | Path | None = None):
 
     rows = [{**{k: v for k, v in h.items() if k != "density"},   # the measured density aside
              **{k: r.config[k] for k in ("model", "method", "density")},
-             "moon": "MOON" if r.config.get("unknown_class") else "baseline"}
+             "moon": moon_label(r.config)}
             for r in results for h in r.history]
     hist = pd.DataFrame(rows)
     panels = [("train_acc", "training accuracy (%)", 100), ("val_ece", "validation ECE (%)", 100),
@@ -309,7 +310,7 @@ def regime_curves(results, path: str | Path | None = None):
                 if curve.dropna().empty:
                     continue
                 ax.plot(curve.index, curve.to_numpy(), color=method_color(method),
-                        ls=LINESTYLES[moon], lw=1.2, label=f"{cell_name(method, density)} {moon}")
+                        ls=LINESTYLES.get(moon, ":"), lw=1.2, label=f"{cell_name(method, density)} {moon}")
             ax.set(xlabel="epoch", ylabel=label, title=f"{model_name(model)}: {label}")
             ax.title.set_fontsize(8)
             if column == "val_temperature":

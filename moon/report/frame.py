@@ -196,28 +196,15 @@ def _read_checked(path, out) -> None:
     out.append(result)
 
 
-def with_group_means(frame: "pd.DataFrame") -> "pd.DataFrame":
-    """Add ``ood.<group>.<detector>.<metric>`` for each group (near, far, noise): the unweighted
-    mean over a row's OOD sets of that group (sets a row lacks, or with a missing value, are left
-    out of its mean). The only place group means are computed."""
-    import pandas as pd
-
-    groups: dict[str, list[str]] = {}
-    for column in frame.columns:
-        parts = column.split(".")
-        if len(parts) == 4 and parts[0] == "ood" and ood_kind(parts[1]) is not None:
-            groups.setdefault(f"ood.{ood_kind(parts[1])}.{parts[2]}.{parts[3]}", []).append(column)
-    means = {name: frame[cols].apply(pd.to_numeric, errors="coerce").mean(axis=1)
-             for name, cols in sorted(groups.items())}
-    return pd.concat([frame, pd.DataFrame(means, index=frame.index)], axis=1)
-
-
 def results_frame(results_or_root) -> "pd.DataFrame":
     """One row per complete run, read from a results folder, a list of RunResults or of result
     paths. Adds ``moon`` (:func:`moon_label`), ``variant`` (:func:`variant_label`) and the group
-    means (:func:`with_group_means`); the curve data in ``extra.curves`` is left out."""
+    means ``ood.<group>.<detector>.<metric>`` (:func:`moon.ood.sets.group_means` of each result, so
+    every file is read with today's groups); the curve data in ``extra.curves`` and the run's
+    stored ``extra.ood_summary`` are left out."""
     import pandas as pd
 
+    from moon.ood.sets import group_means
     from moon.results import flatten
 
     read = as_results(results_or_root)
@@ -228,7 +215,11 @@ def results_frame(results_or_root) -> "pd.DataFrame":
         raise ValueError(f"no complete results in {results_or_root!r}{corrupt}")
     rows = []
     for result in results:
-        row = {k: v for k, v in flatten(result).items() if not k.startswith("extra.curves.")}
+        row = {k: v for k, v in flatten(result).items()
+               if not k.startswith(("extra.curves.", "extra.ood_summary."))}
+        row.update({f"ood.{group}.{detector}.{metric}": value
+                    for group, detectors in group_means(result.ood).items()
+                    for detector, metrics in detectors.items() for metric, value in metrics.items()})
         row["moon"], row["variant"] = moon_label(result.config), variant_label(result.config)
         if result.history:                  # the regime: how well the run fit its training data
             row["train.accuracy"] = result.history[-1].get("train_acc")
@@ -238,7 +229,7 @@ def results_frame(results_or_root) -> "pd.DataFrame":
         row["provenance.git_dirty"] = provenance.get("git_dirty")
         row["provenance.num_threads"] = provenance.get("num_threads")
         rows.append(row)
-    frame = with_group_means(pd.DataFrame(rows))
+    frame = pd.DataFrame(rows)
     # plain dicts, not a frame: pandas compares attrs when it concatenates frames
     frame.attrs["corrupt"] = [{"file": path, "reason": reason} for path, reason in read.corrupt]
     return frame

@@ -8,6 +8,8 @@ import logging
 import math
 from pathlib import Path
 
+from moon.report.frame import BASELINE, MOON
+
 log = logging.getLogger(__name__)
 
 DPI = 120
@@ -15,8 +17,8 @@ DPI = 120
 METHOD_COLORS = {"dense": "#404040", "static": "#949494", "set": "#0173B2", "rigl": "#DE8F05",
                  "cigl": "#029E73"}
 STUDY_COLORS = ("#0173B2", "#DE8F05", "#029E73", "#CC78BC")
-LINESTYLES = {"baseline": "-", "MOON": "--"}
-MARKERS = {"baseline": "o", "MOON": "s"}
+LINESTYLES = {BASELINE: "-", MOON: "--"}      # another variant of MOON's parts: dotted
+MARKERS = {BASELINE: "o", MOON: "s"}
 
 
 def method_color(method: str) -> str:
