@@ -37,77 +37,90 @@ AUTO = "auto"
 MIN_EVAL_SAMPLES = 100                  # smallest max_eval_samples cap that gives a usable metric
 
 
+def option(default: Any, doc: str) -> Any:
+    """A RunConfig field with its one-line help (``doc``), kept in the field's metadata: the
+    notebooks' parameters cells and :func:`field_docs` read it from there."""
+    return dataclasses.field(default=default, metadata={"doc": doc})
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """Everything that defines one training-and-evaluation run (see design.md, section 3)."""
 
     # --- what is trained -------------------------------------------------------------------------
-    dataset: str = "fashion_mnist"      # in-distribution set, a key of moon.data.ID_SETS
-    model: str = "lenet5"               # mlp (LeNet-300-100) | lenet5 | resnet18 (CIFAR stem) | wrn
-    width: int = 0                      # MLP hidden widths: 0 is LeNet-300-100 (300, 100); w > 0
-                                        # gives two hidden layers of w (the capacity axis)
-    method: str = "rigl"                # dense | static | set | rigl | cigl
-    density: float = 0.05               # fraction of maskable weights kept, in (0, 1]; dense needs 1
-    sparse_init: str = "erk"            # per-layer densities: erk (Erdos-Renyi-kernel) | uniform
-    dpnum: int = 100                    # CigL random mask: each active weight dropped w.p. 1/dpnum
-    rescale_init: bool = True           # initial sparse weights x 1/sqrt(layer density), so
-                                        # activations keep their dense-init scale (Evci et al. 2022)
+    dataset: str = option("fashion_mnist", "in-distribution set, a key of moon.data.ID_SETS")
+    model: str = option("lenet5", "mlp (LeNet-300-100) | lenet5 | resnet18 (CIFAR stem) | wrn")
+    width: int = option(0, "MLP hidden widths: 0 is LeNet-300-100 (300, 100); w > 0 gives two "
+                           "hidden layers of w (the capacity axis)")
+    method: str = option("rigl", "dense | static | set | rigl | cigl")
+    density: float = option(0.05, "fraction of maskable weights kept, in (0, 1]; dense needs 1")
+    sparse_init: str = option("erk", "per-layer densities: erk (Erdos-Renyi-kernel) | uniform")
+    dpnum: int = option(100, "CigL random mask: each active weight dropped w.p. 1/dpnum")
+    rescale_init: bool = option(True, "initial sparse weights x 1/sqrt(layer density), so "
+                                      "activations keep their dense-init scale (Evci et al. 2022)")
 
     # --- MOON -------------------------------------------------------------------------------------
-    unknown_class: bool = True          # K+1 head with the unknown-aware loss re-weighting errors
-    alpha_final: float = 1.0            # alpha reached in the last epoch (the paper's w_out: 1.0)
-    alpha_init_factor: float = 64.0     # alpha0 is EWMA(mean (1-u)*CE) / this (w_out2: 64)
-    alpha_auto: bool = True             # False: alpha_final right after warm-up (ablation)
-    warmup_epochs: int | None = None    # plain-CE epochs before alpha is set; None: 5% of epochs, at least 1
-    averaging: bool = True              # weight averaging ("voting") over the last epochs; cigl always
-    average_epochs: int | None = None   # epochs averaged, at constant LR; None: 20% of epochs, at least 1
-    as_released: bool = False           # reproduce the released code's result-changing quirks
+    unknown_class: bool = option(True, "K+1 head with the unknown-aware loss re-weighting errors")
+    alpha_final: float = option(1.0, "alpha reached in the last epoch (the paper's w_out: 1.0)")
+    alpha_init_factor: float = option(64.0, "alpha0 is EWMA(mean (1-u)*CE) / this (w_out2: 64)")
+    alpha_auto: bool = option(True, "False: alpha_final right after warm-up (ablation)")
+    warmup_epochs: int | None = option(None, "epochs before alpha is set (plain CE); None: 5%"
+                                             ", at least 1")
+    averaging: bool = option(True, "weight averaging (\"voting\") over the last epochs; cigl always")
+    average_epochs: int | None = option(None, "epochs averaged, at constant LR; None: 20% of "
+                                              "epochs, at least 1")
+    as_released: bool = option(False, "reproduce the released code's result-changing quirks")
 
     # --- optimisation -------------------------------------------------------------------------------
-    epochs: int = 20                    # training epochs
-    batch_size: int = 128               # training mini-batch
-    lr: float = 0.05                    # initial learning rate (SGD, Nesterov); at 0.1 LeNet-5,
-                                        # which has no normalisation, diverged on some seeds
-    lr_final: float = 0.005             # LR at the end of the cosine, kept through the averaging window
-    lr_hold_epochs: int | None = None   # last epochs held at lr_final (the cosine ends before
-                                        # them); None: the averaging window (0 without averaging)
-    lr_warmup_epochs: float = 1.0       # linear LR warm-up from 0 over these epochs (0: none); without
-                                        # it LeNet-5 at 5% density diverged in epoch 1 on a seed
-    momentum: float = 0.9               # SGD momentum, in [0, 1)
-    weight_decay: float = 5e-4          # L2 on all parameters, as in the released MOON code
+    epochs: int = option(20, "training epochs")
+    batch_size: int = option(128, "training mini-batch")
+    lr: float = option(0.05, "initial learning rate (SGD, Nesterov); at 0.1 LeNet-5, which has no"
+                             " normalisation, diverged on some seeds")
+    lr_final: float = option(0.005, "LR at the end of the cosine, kept through the averaging "
+                                    "window")
+    lr_hold_epochs: int | None = option(None, "last epochs held at lr_final (the cosine ends "
+                                              "before them); None: the averaging window (0 "
+                                              "without averaging)")
+    lr_warmup_epochs: float = option(1.0, "linear LR warm-up from 0 over these epochs (0: none); "
+                                          "without it LeNet-5 at 5% density diverged in epoch 1 "
+                                          "on a seed")
+    momentum: float = option(0.9, "SGD momentum, in [0, 1)")
+    weight_decay: float = option(5e-4, "L2 on all parameters, as in the released MOON code")
 
     # --- sparse-topology updates (SET, RigL, CigL) ---------------------------------------------------
-    update_interval: int | None = None  # steps between drop-and-grow updates; None: the released
-                                        # frequency (80 of 391 steps) scaled to the steps per epoch
-    drop_fraction: float = 0.3          # initial drop fraction, cosine-decayed to 0 at update_end
-    update_end: float = 0.75            # fraction of training after which the topology is frozen
-                                        # (and never later than the start of the averaging window)
+    update_interval: int | None = option(None, "steps between drop-and-grow updates; None: the "
+                                               "released frequency (80 of 391 steps) scaled to "
+                                               "the steps per epoch")
+    drop_fraction: float = option(0.3, "initial drop fraction, cosine-decayed to 0 at update_end")
+    update_end: float = option(0.75, "fraction of training after which the topology is frozen "
+                                     "(and never later than the start of the averaging window)")
 
     # --- data and evaluation ----------------------------------------------------------------------
-    max_train_samples: int = 0          # use only this many training images (0: all)
-    subset_seed: int | None = None      # seed of that subset; None: the run's seed. A fixed value
-                                        # gives every seed the same images, nested across sizes
-    max_eval_samples: int = 0           # cap on test and each OOD set's images (0: all)
-    ood_sets: str = AUTO                # comma-separated OOD set names; auto: the dataset's offline sets
-    detectors: str = AUTO               # comma-separated detector names; auto: all that apply
-    eval_batch_size: int = 512          # batch size for evaluation passes (CPU-friendly)
-    fit_samples: int = 10000            # ID training images detectors are fitted on (0: all)
-    dice_p: float = 90.0                # DICE: percentile of the head's active contributions dropped
-    react_p: float = 90.0               # ReAct: features clipped at this percentile of ID activations
-    knn_k: int = 50                     # KNN: distance to the k-th nearest ID training feature
-    ash_p: float = 90.0                 # ASH-S: per-sample percentile of features pruned (rest rescaled)
-    scale_p: float = 85.0               # SCALE: percentile above which features set the scale factor
+    max_train_samples: int = option(0, "use only this many training images (0: all)")
+    subset_seed: int | None = option(None, "seed of that subset; None: the run's seed. A fixed "
+                                           "value gives every seed the same images, nested across"
+                                           " sizes")
+    max_eval_samples: int = option(0, "cap on test and each OOD set's images (0: all)")
+    ood_sets: str = option(AUTO, "comma-separated OOD set names; auto: the dataset's offline sets")
+    detectors: str = option(AUTO, "comma-separated detector names; auto: all that apply")
+    eval_batch_size: int = option(512, "batch size for evaluation passes (CPU-friendly)")
+    fit_samples: int = option(10000, "ID training images detectors are fitted on (0: all)")
+    dice_p: float = option(90.0, "DICE: percentile of the head's active contributions dropped")
+    react_p: float = option(90.0, "ReAct: features clipped at this percentile of ID activations")
+    knn_k: int = option(50, "KNN: distance to the k-th nearest ID training feature")
+    ash_p: float = option(90.0, "ASH-S: per-sample percentile of features pruned (rest rescaled)")
+    scale_p: float = option(85.0, "SCALE: percentile above which features set the scale factor")
 
     # --- execution ----------------------------------------------------------------------------------
-    seed: int = 0                       # seeds weights, masks, data order and OOD set sampling
-    device: str = AUTO                  # auto (CUDA when present, else CPU) | cpu | cuda | cuda:N
-    kernel: str = "masked"              # training kernel of sparse linear layers: masked | csr | auto
-                                        # masked: dense x mask (the reference); csr: CSR kernels;
-                                        # auto: per layer, by a one-off timing. Convolutions stay
-                                        # masked. Same masks; metrics equal within float noise
-    resume: bool = False                # continue from the checkpoint in the output folder, if any
-    overwrite: bool = False             # replace a complete result of another configuration
-                                        # in the output folder (otherwise the run refuses)
+    seed: int = option(0, "seeds weights, masks, data order and OOD set sampling")
+    device: str = option(AUTO, "auto (CUDA when present, else CPU) | cpu | cuda | cuda:N")
+    kernel: str = option("masked", "training kernel of sparse linear layers: masked | csr | auto; "
+                                   "masked: dense x mask (the reference); csr: CSR kernels; auto:"
+                                   " per layer, by a one-off timing. Convolutions stay masked. "
+                                   "Same masks; metrics equal within float noise")
+    resume: bool = option(False, "continue from the checkpoint in the output folder, if any")
+    overwrite: bool = option(False, "replace a complete result of another configuration in the "
+                                    "output folder (otherwise the run refuses)")
 
     def __post_init__(self) -> None:
         for name, value in _normalised_lists(self).items():
@@ -209,6 +222,11 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 def field_names() -> tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(RunConfig))
+
+
+def field_docs() -> dict[str, str]:
+    """Each RunConfig field's one-line help, in field order (from :func:`option`)."""
+    return {f.name: f.metadata["doc"] for f in dataclasses.fields(RunConfig)}
 
 
 def from_params(params: Mapping[str, Any] | None = None, preset: str | None = None) -> RunConfig:

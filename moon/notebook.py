@@ -164,3 +164,46 @@ def log_to_terminal(prefix: str = "", level: int = logging.INFO) -> None:
         handler._moon_notebook = True
         logger.addHandler(handler)
     logger.setLevel(level)
+
+
+def chapter(namespace: Mapping[str, Any], allowed: Iterable[str] | None = None,
+            extra: Iterable[str] = ()) -> None:
+    """The first statement of every template, after its parameters: bad input said in one line
+    (:func:`errors_first`), undeclared ``-p`` names refused (:func:`check_parameters` with
+    ``allowed`` and ``extra``), whole tables and figures as images for the book's pages."""
+    errors_first()
+    check_parameters(namespace, allowed, extra)
+    show_whole_tables()
+    show_figures_as_images()
+
+
+def study_chapter(namespace: Mapping[str, Any]):
+    """A study chapter's results, from its parameters (``study``, ``out_dir``, ``preset``,
+    ``only``, ``run_missing`` and the RunConfig fields ``-p`` changed): ``(results, frame,
+    shown)``, where ``shown`` is the page's "Results shown" line in Markdown (with the result
+    files left out as corrupt, if any).
+
+    With ``run_missing`` the study's unfinished cells run first (each failed cell's error is in
+    its ``result.json``; their count is printed) and the results are collected exactly; without
+    it a committed study is shown as it ran, even if a default changed since. The study's log
+    goes to the cell's text output at warning level: a failed cell is part of the page's report
+    (its reason, one line), not a broken page."""
+    from moon.config import overrides_from_namespace
+    from moon.report.frame import corrupt_markdown, describe_runs, results_frame
+    from moon.study import collect, run_study
+
+    logging.basicConfig(stream=sys.stdout, level=logging.WARNING, format="%(message)s", force=True)
+    study, out_dir, preset = namespace["study"], namespace["out_dir"], namespace["preset"]
+    only, run_missing = namespace["only"], namespace["run_missing"]
+    overrides = overrides_from_namespace(namespace)
+    if run_missing:
+        statuses = run_study(study, out_dir, preset=preset, only=only, progress=False, **overrides)
+        failed = sorted(name for name, status in statuses.items() if status != "complete")
+        if failed:
+            print(f"{len(failed)} failed, e.g. {', '.join(failed[:3])}: see "
+                  f"{out_dir}/<run>/result.json")
+    results = collect(study, out_dir, preset=preset, only=only, exact=run_missing, **overrides)
+    frame = results_frame(results)
+    left_out = corrupt_markdown(frame)      # files that are not what a run writes: listed, not averaged
+    shown = f"**Results shown:** study `{study}`, {describe_runs(frame)} (`{out_dir}`)."
+    return results, frame, shown + (f"\n\n{left_out}" if left_out else "")

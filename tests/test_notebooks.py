@@ -1,6 +1,7 @@
 """Notebook templates: parameters are exactly RunConfig's fields (plus preset, out_dir); no outputs."""
 
 import json
+import re
 from pathlib import Path
 
 import papermill as pm
@@ -45,20 +46,66 @@ def test_templates_carry_no_outputs(path):
     assert cells[0]["cell_type"] == "markdown"
 
 
-def test_committed_templates_are_what_the_generator_writes(tmp_path, monkeypatch):
-    """notebooks/*.ipynb and scripts/make_notebooks.py cannot drift apart."""
+def _generator():
     import importlib.util
-
-    import nbformat
 
     spec = importlib.util.spec_from_file_location(
         "make_notebooks", Path(__file__).parent.parent / "scripts" / "make_notebooks.py")
     gen = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(gen)
-    assert sorted(gen.TEMPLATES) == sorted(p.stem for p in TEMPLATES)
+    return gen
+
+
+def test_committed_templates_are_what_the_generator_writes():
+    """notebooks/*.ipynb and their sources notebooks/src/*.py cannot drift apart."""
+    import nbformat
+
+    written = _generator().templates()
+    assert sorted(written) == sorted(p.stem for p in TEMPLATES)
     for path in TEMPLATES:
         committed = nbformat.read(path, as_version=4)
-        assert committed == gen.TEMPLATES[path.stem], f"{path.name}: run scripts/make_notebooks.py"
+        assert committed == written[path.stem], f"{path.name}: run scripts/make_notebooks.py"
+
+
+def test_parameters_cells_are_written_from_run_config_fields(monkeypatch):
+    """A field's line carries its default and its help from the field's metadata, so a new field
+    or a changed default reaches every template that lists it (here: a changed default and help)."""
+    import dataclasses
+    import types
+
+    gen = _generator()
+    cell = gen.expand_parameters("preset = None\n# RunConfig fields: knn_k, seed\n")
+    assert cell.splitlines()[1].startswith("knn_k = 50") and "k-th nearest" in cell
+    assert cell.splitlines()[-1].startswith("seed = 0")
+    fields = {f.name: f for f in dataclasses.fields(RunConfig)}
+    changed = types.SimpleNamespace(to_dict=lambda: {"knn_k": 7})
+    monkeypatch.setattr(gen, "RunConfig", lambda: changed)
+    monkeypatch.setattr(gen, "field_docs", lambda: {"knn_k": "a new help"})
+    assert gen.expand_parameters("# RunConfig fields: knn_k\n").startswith(
+        "knn_k = 7                           # a new help")
+    with pytest.raises(ValueError, match="'sede' in a parameters cell is not a RunConfig field"):
+        gen.expand_parameters("# RunConfig fields: sede\n")
+    assert all(f.metadata.get("doc") for f in fields.values()), "a RunConfig field without help"
+
+
+@pytest.mark.parametrize("path", TEMPLATES, ids=lambda p: p.name)
+def test_each_template_refuses_exactly_what_it_does_not_declare(path):
+    """The first cell after the parameters calls ``chapter(globals(), allowed, extra)``: its names
+    are the names the parameters cell declares, so a declared one is never refused and an
+    undeclared one always is."""
+    import ast
+
+    import nbformat
+
+    from moon.notebook import NOTEBOOK_FIELDS
+
+    nb = nbformat.read(path, as_version=4)
+    at = next(i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", ()))
+    call = next(n for n in ast.walk(ast.parse(nb.cells[at + 1].source))
+                if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "chapter")
+    allowed = ast.literal_eval(call.args[1]) if len(call.args) > 1 else field_names()
+    extra = next((ast.literal_eval(k.value) for k in call.keywords if k.arg == "extra"), ())
+    assert set(allowed) | set(extra) | set(NOTEBOOK_FIELDS) == set(pm.inspect_notebook(str(path)))
 
 
 def test_unknown_parameters_are_refused_with_close_matches():
@@ -130,10 +177,16 @@ def test_figures_are_images_whatever_mplbackend_says(backend, tmp_path, monkeypa
 
 @pytest.mark.parametrize("path", TEMPLATES, ids=lambda p: p.name)
 def test_every_template_shows_figures_as_images(path):
-    """The first cell after the parameters registers the PNG formatter (any MPLBACKEND)."""
-    sources = ["".join(c["source"]) for c in json.loads(path.read_text())["cells"]
-               if c["cell_type"] == "code"]
-    assert any("show_figures_as_images()" in s for s in sources), path.name
+    """The first cell after the parameters calls moon.notebook.chapter, which registers the PNG
+    formatter (any MPLBACKEND)."""
+    import inspect
+
+    from moon.notebook import chapter
+
+    cells = json.loads(path.read_text())["cells"]
+    at = next(i for i, c in enumerate(cells) if "parameters" in c["metadata"].get("tags", ()))
+    assert len(re.findall(r"\bchapter\(globals\(\)", "".join(cells[at + 1]["source"]))) == 1, path.name
+    assert "show_figures_as_images()" in inspect.getsource(chapter)
 
 
 def test_a_bad_parameter_is_said_in_one_line_before_the_traceback(tmp_path):
@@ -178,4 +231,5 @@ def test_every_template_checks_its_parameters_once():
     for path in sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb")):
         source = "".join("".join(c["source"]) for c in json.loads(path.read_text())["cells"]
                          if c["cell_type"] == "code")
-        assert source.count("check_parameters(globals()") == 1, path.name
+        assert len(re.findall(r"\bchapter\(globals\(\)", source)) == 1, path.name
+        assert "check_parameters(" not in source, path.name    # only through chapter()
