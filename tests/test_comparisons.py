@@ -571,10 +571,10 @@ def test_headline_text_and_table_per_model(two_models, frame):
 def test_paper_vs_ours_answers_every_published_claim(frame):
     import yaml
 
-    from moon.report import headline
+    from moon.report import claims as report_claims
 
-    claims = yaml.safe_load(headline.PUBLISHED.read_text())["claims"]
-    table = headline.paper_vs_ours(frame)
+    claims = yaml.safe_load(report_claims.PUBLISHED.read_text())["claims"]
+    table = report_claims.paper_vs_ours(frame)
     assert list(table.index) == [c["claim"] for c in claims]
     assert list(table.columns) == ["published", "this study", "verdict", "source"]
     verdicts = dict(zip((c["measure"] for c in claims), table["verdict"]))
@@ -583,15 +583,15 @@ def test_paper_vs_ours_answers_every_published_claim(frame):
     assert verdicts["sparse_minus_dense_ece"] == "reproduced"   # the fixture's sparse is worse
     assert verdicts["moon_best_auroc"] in ("reproduced", "partly")   # far AUROC +3 points
     assert table["published"].tolist() == [c["published"] for c in claims]
-    sources = headline.sources_markdown()
+    sources = report_claims.sources_markdown()
     for c in claims:
         assert table.loc[c["claim"], "source"] == c["cite"]       # the short citation ...
         assert f"- **{c['cite']}**: " in sources and c["source"] in sources   # ... and the full one
-    groups = {g: headline.paper_vs_ours(frame, group=g) for g in ("moon", "related")}
+    groups = {g: report_claims.paper_vs_ours(frame, group=g) for g in ("moon", "related")}
     assert sorted(sum((list(t.index) for t in groups.values()), [])) == sorted(table.index)
     assert list(groups["moon"].index) == [c["claim"] for c in claims if c["group"] == "moon"]
     with pytest.raises(ValueError, match="no claims of group 'other'"):
-        headline.paper_vs_ours(frame, group="other")
+        report_claims.paper_vs_ours(frame, group="other")
     answer = {c["measure"]: table.loc[c["claim"], "this study"] for c in claims}
     sparse = paired_moon_frame(frame)
     sparse = sparse[sparse["metric"].str.endswith("msp.auroc") & (sparse["method"] != "dense")]
@@ -620,9 +620,9 @@ def test_paper_vs_ours_answers_every_published_claim(frame):
 
 
 def test_not_reproduced_names_our_number_and_its_explanation(frame):
-    from moon.report import headline
+    from moon.report import claims, headline
 
-    assert headline.not_reproduced(frame) == []        # MOON raised far AUROC; the premise held
+    assert claims.not_reproduced(frame) == []        # MOON raised far AUROC; the premise held
     flat = frame.copy()
     for column in ("ood.near.msp.auroc", "ood.far.msp.auroc"):     # MOON = baseline, per seed
         flat[column] = 0.8 + 0.01 * flat["seed"]
@@ -633,7 +633,7 @@ def test_not_reproduced_names_our_number_and_its_explanation(frame):
     flat.loc[~sparse, "id.temperature"] = 1.8
     flat["extra.unknown_mass.id_test"] = np.where(flat["unknown_class"], 0.0002, np.nan)
     flat["extra.unknown_mass.photos"] = np.where(flat["unknown_class"], 0.004, np.nan)
-    auroc, premise = headline.not_reproduced(flat)
+    auroc, premise = claims.not_reproduced(flat)
     assert auroc.startswith("**MOON's AUROC gain.** Published: up to +8.4 points. Ours: at best "
                             "+0.0 [+0.0, +0.0] points (")
     assert "no sparse setting rose measurably (0 of 8 setting x group cells)" in auroc
@@ -650,14 +650,14 @@ def test_not_reproduced_names_our_number_and_its_explanation(frame):
 
 
 def test_limitations_carry_their_numbers(frame, tmp_path):
-    from moon.report import headline
+    from moon.report import claims
 
-    bullets = headline.limitations(frame)
+    bullets = claims.limitations(frame)
     # no test-set size, far-OOD set or commit known in the fixture
     assert [b.split("**")[1] for b in bullets] == ["Seeds.", "Scale.", "One score."]
     far = frame.assign(**{"ood.photos.msp.auroc": 0.9, "ood.textures.msp.auroc": 0.8,
                           "provenance.git_sha": ["a" * 40, "b" * 40] * (len(frame) // 2)})
-    more = headline.limitations(far)
+    more = claims.limitations(far)
     assert "is 4,000 crops of 10 source images (2 for photos, 8 for textures)" in more[-2]
     assert more[-1].startswith(f"**Code versions.** These {len(far)} runs ran from 2 commits")
     assert "uncommitted" not in more[-1] and "was not checked by retraining" in more[-1]
@@ -665,7 +665,7 @@ def test_limitations_carry_their_numbers(frame, tmp_path):
     record.write_text("# python -m moon reproduce X --cells 3 (commit abc1234, 2026-12-06)\n"
                       "same: cell: 490 metrics, max |diff| 0\n3 of 3 reruns reproduce X (tolerance 0)\n")
     dirty = far.assign(**{"provenance.git_dirty": [True] + [False] * (len(far) - 1)})
-    code = headline.limitations(dirty, reproduced=record)[-1]
+    code = claims.limitations(dirty, reproduced=record)[-1]
     assert "ran from 2 commits" in code and "1 of them from a checkout with uncommitted" in code
     assert code.endswith("(python -m moon reproduce X --cells 3 (commit abc1234, 2026-12-06)): 3 of "
                          "3 reruns reproduce X (tolerance 0); the other runs were not retrained.")
@@ -677,31 +677,31 @@ def test_limitations_carry_their_numbers(frame, tmp_path):
     hours = frame["timing.train_seconds"].sum() / 3600
     assert f"({hours:.1f} hours of training in these 30 runs)" in bullets[1]
     assert bullets[1].startswith("**Scale.** LeNet-5 on 28x28")
-    with_n = headline.limitations(frame.assign(**{"id.n": 10000}))
+    with_n = claims.limitations(frame.assign(**{"id.n": 10000}))
     assert len(with_n) == 4 and with_n[2].startswith("**Benchmark.** 10,000 ID test images")
 
 
 def test_chapter_conclusions_name_their_numbers(frame, ablation_frame):
-    from moon.report import headline
+    from moon.report import conclusions
 
-    sweep = headline.sweep_conclusion(frame)
+    sweep = conclusions.sweep_conclusion(frame)
     assert sweep.startswith("**What this shows.** ") and sweep.count("**") == 2
     assert sweep.startswith("**What this shows.** MOON against its baseline. Near-OOD AUROC: ")
     assert "Accuracy: measurably higher in 5 of 5 settings, lower in none (+1.1 to +1.1 points" in sweep
-    ablation = headline.ablation_conclusion(ablation_frame)
+    ablation = conclusions.ablation_conclusion(ablation_frame)
     mean, low, high = (100 * v for v in hand_interval([0.03, 0.032, 0.034]))
     assert f"MOON +{mean:.1f} [+{low:.1f}, +{high:.1f}] *" in ablation
     assert "far-OOD AUROC, MSP: no part moved it measurably" in ablation
     ratio = np.mean(TIME_RATIO)
     assert f"MOON trained in {ratio:.2f}x to {ratio:.2f}x its baseline's time" in \
-        headline.cost_conclusion(frame)
+        conclusions.cost_conclusion(frame)
 
 
 def test_calibration_and_regime_conclusions_carry_their_numbers(frame):
-    from moon.report import headline
+    from moon.report import conclusions
 
     ece = paired_moon_frame(frame, metrics=("id.ece",))
-    text = headline.calibration_conclusion(frame)
+    text = conclusions.calibration_conclusion(frame)
     lower = int((ece["excludes_zero"] & (ece["mean_diff"] < 0)).sum())
     assert text.startswith("**What this shows.** ECE: MOON − baseline")
     assert f"measurably lower in {lower} and higher in 0 of {len(ece)} settings" in text
@@ -710,7 +710,7 @@ def test_calibration_and_regime_conclusions_carry_their_numbers(frame):
                "premise_mean_diff": -0.016, "train_error_at_alpha_half": [0.02, 0.1]}
     one = {"n": 10, "r": -0.5, "low": -0.8, "high": 0.1, "predicted_share": 0.6}
     link = {**one, "by_study": {"paper": one}}
-    regime = headline.regime_conclusion(answers, link)
+    regime = conclusions.regime_conclusion(answers, link)
     assert "The dense baseline fits its training data (final training accuracy 99.50-99.90%)" in regime
     assert "fitted temperature 1.50-1.80" in regime and "holds in 25% of sparse" in regime
     assert "mean ECE gap −1.6 points" in regime and "training error is 2.0-10.0%" in regime
@@ -837,18 +837,18 @@ def test_no_page_pools_an_alpha_sweep_into_moon(frame):
 def test_chapters_end_with_answers(frame):
     """The post-hoc and cost chapters answer their questions: does DICE add to MOON (the
     interaction, counted), does MOON cost extra training time (the ratio's interval above 1)."""
-    from moon.report import headline
+    from moon.report import conclusions
 
-    dice = headline.dice_moon_answer(frame)
+    dice = conclusions.dice_moon_answer(frame)
     inter = posthoc_gain_frame(frame)
     inter = inter[inter["moon"] == "MOON − baseline"]
     assert dice.startswith("**Does DICE add to MOON?**") and f"of {len(inter)} setting" in dice
     assert "interactions under about ±" in dice                   # a sized null
-    cost = headline.cost_conclusion(frame)
+    cost = conclusions.cost_conclusion(frame)
     assert "does MOON cost extra training time? Yes in 5 of 5 settings" in cost   # 1.08-1.12x
     assert "unadjusted 95% interval" in cost and "no training-cost figure" in cost
     # the best detector per setting, counted over settings, never one mean pooled over them
-    posthoc = headline.posthoc_conclusion(frame)
+    posthoc = conclusions.posthoc_conclusion(frame)
     settings = frame[frame["moon"] == "baseline"].groupby(["model", "method", "density"]).ngroups
     for kind in ("near", "far"):
         wins = re.search(rf"[Oo]n {kind}-OOD the best detector of a plain setting was (.*?) of "
@@ -859,7 +859,7 @@ def test_chapters_end_with_answers(frame):
 
 def test_p_values_in_words_never_read_zero():
     """A p-value below 0.001 reads "p < 0.001", never "p = 0.000" (the intro's long text did)."""
-    from moon.report.headline import p_phrase
+    from moon.report.tables import p_phrase
 
     assert p_phrase(3e-6) == "p < 0.001"
     assert p_phrase(0.0117) == "p = 0.012"

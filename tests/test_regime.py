@@ -36,7 +36,7 @@ def test_regime_contrast_is_read_within_studies_not_pooled():
     import numpy as np
     import pandas as pd
 
-    from moon.report.headline import temperature_link_text
+    from moon.report.conclusions import temperature_link_text
     from moon.report.regime import temperature_link
 
     rng = np.random.default_rng(0)
@@ -67,7 +67,7 @@ def test_regime_contrast_is_also_read_within_settings():
     import numpy as np
     import pandas as pd
 
-    from moon.report.headline import temperature_link_text
+    from moon.report.conclusions import temperature_link_text
     from moon.report.regime import temperature_link
 
     rng = np.random.default_rng(1)

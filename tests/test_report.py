@@ -314,11 +314,11 @@ def test_runs_table_lists_every_result_with_its_provenance(root, tmp_path):
 
 
 def test_run_conclusion_names_the_best_detector_of_each_group(root):
-    from moon.report import headline
+    from moon.report import conclusions
     from moon.report.tables import ood_table
 
     run = load_result(root / "rigl_0.05_0")
-    text = headline.run_conclusion(run)
+    text = conclusions.run_conclusion(run)
     table = ood_table(run, "auroc")
     best = table["near mean"].idxmax()
     assert text.startswith("**What this shows.** This run (RigL 0.05")

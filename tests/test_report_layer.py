@@ -162,24 +162,24 @@ def test_report_modules_import_only_what_the_module_map_declares():
 def test_every_published_measure_is_computed_and_unknown_ones_are_refused(tmp_path):
     import yaml
 
-    from moon.report import headline
+    from moon.report import claims as report_claims
 
-    claims = yaml.safe_load(headline.PUBLISHED.read_text())["claims"]
-    assert claims, f"no claims in {headline.PUBLISHED}"
+    claims = yaml.safe_load(report_claims.PUBLISHED.read_text())["claims"]
+    assert claims, f"no claims in {report_claims.PUBLISHED}"
     for claim in claims:
-        assert claim["measure"] in headline.MEASURES, claim["id"]
-        assert callable(headline.MEASURES[claim["measure"]])
+        assert claim["measure"] in report_claims.MEASURES, claim["id"]
+        assert callable(report_claims.MEASURES[claim["measure"]])
         assert {"claim", "published", "source", "status"} <= set(claim), claim["id"]
-    assert [c["id"] for c in headline.published_claims()] == [c["id"] for c in claims]
+    assert [c["id"] for c in report_claims.published_claims()] == [c["id"] for c in claims]
 
     bad = dict(claims[0], id="invented", measure="moon_cures_everything")
     path = tmp_path / "published.yaml"
     path.write_text(yaml.safe_dump({"claims": [claims[0], bad]}))
     with pytest.raises(ValueError, match="moon_cures_everything"):
-        headline.published_claims(path)
+        report_claims.published_claims(path)
     good = tmp_path / "good.yaml"
     good.write_text(yaml.safe_dump({"claims": [claims[0]]}))
-    assert [c["id"] for c in headline.published_claims(good)] == [claims[0]["id"]]
+    assert [c["id"] for c in report_claims.published_claims(good)] == [claims[0]["id"]]
 
 
 # --------------------------------------------------------------------------------------------------

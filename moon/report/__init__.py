@@ -1,4 +1,5 @@
-"""The reporting layer: result files -> tidy frame -> statistics -> tables | figures -> headline.
+"""The reporting layer: result files -> tidy frame -> statistics -> tables | figures -> headline ->
+claims -> conclusions.
 
 ============================  ==========================================================  =================
 module                        its one job                                                 imports (moon.report)
@@ -13,7 +14,9 @@ module                        its one job                                       
 :mod:`~moon.report.regime_figures` the regime map and its per-n curves                frame, plotting, regime_map
 :mod:`~moon.report.run_figures` figures of one run and of the benchmark images           frame, plotting
 :mod:`~moon.report.benchmark` the benchmark page's files                                  plotting, run_figures
-:mod:`~moon.report.headline`  verdict, paper vs. this study, limitations                  frame, stats, tables
+:mod:`~moon.report.headline`  MOON - baseline per setting, the verdict bullets              frame, stats, tables
+:mod:`~moon.report.claims`    paper vs. this study (verdict per claim), limitations        frame, stats, tables, headline
+:mod:`~moon.report.conclusions` each chapter's closing paragraph                     frame, stats, tables, headline, claims
 ============================  ==========================================================  =================
 
 Each module imports only those before it in its column: no cycles, no private names across

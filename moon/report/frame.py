@@ -100,6 +100,15 @@ def metric_label(column: str, difference: bool = False, short: bool = False) -> 
     return name + unit
 
 
+def setting_name(row) -> str:
+    """A setting's name in a sentence: "MLP RigL 0.05", "LeNet-5 dense" (the model left out when
+    the row has none)."""
+    model = (f"{model_name(row['model'])} " if "model" in row
+             and isinstance(row.get("model"), str) else "")
+    return model + ("dense" if row["method"] == "dense"
+                    else f"{method_name(row['method'])} {float(row['density']):g}")
+
+
 # -- labels of runs ---------------------------------------------------------------------------------
 def moon_label(config: Mapping) -> str:
     """Which MOON parts a run used: "MOON" (unknown class and averaging), "unknown class",

@@ -429,3 +429,9 @@ def train_sparse_table(measured: dict) -> "pd.DataFrame":
              "CSR / masked": ratio(r["csr/masked"])}
             for r in measured["rows"]]
     return readable_index(pd.DataFrame(rows).set_index(["width", "density", "threads"]))
+
+
+def p_phrase(p: float) -> str:
+    """``p = 0.012`` or ``p < 0.001`` (never ``p = 0.000``)."""
+    text = p_text(p)
+    return f"p < {text[1:]}" if text.startswith("<") else f"p = {text}"

@@ -28,8 +28,8 @@ run_missing = True                  # run the cells not finished yet (False: sho
 from moon.notebook import chapter, study_chapter
 chapter(globals(), ['dataset', 'epochs', 'sparse_init'], extra=('study', 'only', 'run_missing'))
 
-from IPython.display import Markdown, display
-from moon.report import figures, headline, run_figures, stats, tables
+from IPython.display import Markdown
+from moon.report import conclusions, figures, tables
 
 results, frame, shown = study_chapter(globals())
 Markdown(shown)
@@ -41,4 +41,4 @@ figures.ablation_plot(frame)
 tables.ablation_table(frame)
 
 # %% tags=["remove-input"]
-Markdown(headline.ablation_conclusion(frame))
+Markdown(conclusions.ablation_conclusion(frame))

@@ -27,7 +27,7 @@ from moon.notebook import chapter, study_chapter
 chapter(globals(), ['dataset', 'epochs', 'sparse_init'], extra=('study', 'only', 'run_missing'))
 
 from IPython.display import Markdown, display
-from moon.report import figures, headline, run_figures, stats, tables
+from moon.report import conclusions, figures, run_figures, stats, tables
 from moon.report.frame import results_frame
 from moon.study import collect
 
@@ -59,7 +59,7 @@ sweep_runs = collect(study, out_dir, preset=preset, exact=run_missing,
 sweep = stats.alpha_sweep_frame(results_frame(sweep_runs), ["id.ece", "id.ts_ece",
                                 "ood.near.msp.auroc", "ood.far.msp.auroc", "id.accuracy"])
 display(tables.alpha_sweep_table(sweep))
-Markdown(headline.alpha_sweep_conclusion(sweep))
+Markdown(conclusions.alpha_sweep_conclusion(sweep))
 
 # %% tags=["remove-input"]
-Markdown(headline.calibration_conclusion(frame))
+Markdown(conclusions.calibration_conclusion(frame))

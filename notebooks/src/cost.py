@@ -34,7 +34,7 @@ from moon.notebook import chapter, study_chapter
 chapter(globals(), ['dataset', 'epochs', 'sparse_init'], extra=('study', 'only', 'run_missing', 'inference', 'train_sparse'))
 
 from IPython.display import Markdown, display
-from moon.report import figures, headline, run_figures, stats, tables
+from moon.report import conclusions, figures, tables
 
 results, frame, shown = study_chapter(globals())
 Markdown(shown)
@@ -62,4 +62,4 @@ else:
     display(Markdown(f"No training benchmark at `{train_sparse}`: run `python bench/train_sparse.py`."))
 
 # %% tags=["remove-input"]
-Markdown(headline.cost_conclusion(frame, measured))
+Markdown(conclusions.cost_conclusion(frame, measured))

@@ -57,5 +57,5 @@ run_figures.plot_history(result)
 
 # %% tags=["remove-input"]
 from IPython.display import Markdown
-from moon.report import headline
-Markdown(headline.run_conclusion(result))
+from moon.report import conclusions
+Markdown(conclusions.run_conclusion(result))

@@ -28,7 +28,7 @@ from moon.notebook import chapter, study_chapter
 chapter(globals(), ['dataset', 'epochs', 'sparse_init'], extra=('study', 'only', 'run_missing'))
 
 from IPython.display import Markdown, display
-from moon.report import figures, headline, run_figures, stats, tables
+from moon.report import conclusions, figures, stats, tables
 
 results, frame, shown = study_chapter(globals())
 Markdown(shown)
@@ -54,4 +54,4 @@ else:
     display(tables.dice_sweep_table(sweep))
 
 # %% tags=["remove-input"]
-Markdown(headline.posthoc_conclusion(frame))
+Markdown(conclusions.posthoc_conclusion(frame))

@@ -41,7 +41,7 @@ chapter(globals(), ['dataset', 'epochs', 'sparse_init'], extra=('study', 'only',
 
 import pandas as pd
 from IPython.display import Markdown, display
-from moon.report import figures, headline, run_figures, stats, tables
+from moon.report import conclusions, figures, stats, tables
 from moon.report.frame import describe_runs, results_frame
 from moon.study import collect
 
@@ -60,7 +60,7 @@ frames = {f"{study} ({int(frame['epochs'].max())} epochs)": frame}
 if short is not None:
     frames[f"{short_study} ({int(short['epochs'].max())} epochs)"] = short
 link = regime.temperature_link(frames)
-Markdown(headline.regime_conclusion(answers, link))
+Markdown(conclusions.regime_conclusion(answers, link))
 
 # %% tags=["remove-input"] mystnb={"figure": {"caption": "Per epoch, one seed of the paper-length study: training accuracy, validation ECE (lower is better), fitted temperature (above 1: over-confident) and MOON's unknown-class probability on the training data."}}
 keep = [r for r in results if r.config["seed"] == min(x.config["seed"] for x in results)

@@ -29,8 +29,8 @@ run_missing = True                  # run the cells not finished yet (False: sho
 from moon.notebook import chapter, study_chapter
 chapter(globals(), ['dataset', 'epochs', 'sparse_init'], extra=('study', 'only', 'run_missing'))
 
-from IPython.display import Markdown, display
-from moon.report import figures, headline, run_figures, stats, tables
+from IPython.display import Markdown
+from moon.report import conclusions, figures, headline, stats, tables
 
 results, frame, shown = study_chapter(globals())
 Markdown(shown)
@@ -69,4 +69,4 @@ tables.paired_moon_table(frame)
 tables.sparsity_effect_table(frame)
 
 # %% tags=["remove-input"]
-Markdown(headline.sweep_conclusion(frame))
+Markdown(conclusions.sweep_conclusion(frame))
