@@ -245,14 +245,14 @@ def places(tmp_path, fake_data):
 @pytest.fixture
 def no_compute(monkeypatch):
     """Any training or study cell started would fail the test."""
-    from moon.study import sweep
+    from moon.study import engines
     from moon.train import Trainer
 
     def refuse(*args, **kwargs):
         raise AssertionError("compute started for an input that should have been refused")
 
     monkeypatch.setattr(Trainer, "fit", refuse)
-    monkeypatch.setattr(sweep, "_run_cell", refuse)
+    monkeypatch.setattr(engines, "_run_cell", refuse)
 
 
 @pytest.mark.parametrize("argv, fragment", CASES, ids=[" ".join(a)[:60] for a, _ in CASES])
