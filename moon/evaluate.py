@@ -90,54 +90,96 @@ def evaluate(model: nn.Module, data: IDData, cfg: RunConfig, device: torch.devic
     :data:`DICE_SWEEP` percentile; ``unknown_mass`` is ``{"id_test" | set: mean p(unknown)}``
     (None without the unknown class); ``constant_scores`` the detectors that gave every ID and OOD
     image the same score (a collapsed model). ``id`` adds ``ece_released`` (:func:`moon.metrics.released_ece`)
-    to the ECE over the K known classes."""
+    to the ECE over the K known classes.
+
+    The steps: the ID test and validation passes (:func:`in_distribution`), the detectors fitted
+    and scoring the ID test images, every OOD set scored (:func:`score_ood_sets`), the curves."""
     start = time.perf_counter()
     log.info("evaluating %d detectors on %d OOD sets", len(cfg.detector_list),
              len(cfg.ood_set_list))
+    id_pass = in_distribution(model, data, cfg, device)
+    detectors = fit_detectors(model, data, cfg, device, temperature=id_pass.metrics["temperature"])
+    id_scores = {name: det.score(id_pass.test, id_pass.loader) for name, det in detectors.items()}
+    sets = score_ood_sets(model, data, cfg, device, detectors, id_pass, id_scores, start)
+    curves = {"reliability": id_pass.reliability, **score_curves(id_scores, sets.scores)}
+    id_metrics = dict(id_pass.metrics)
+    if "dice" in detectors:
+        id_metrics["dice_kept_fraction"] = detectors["dice"].kept_fraction
+    constant = [d for d in detectors
+                if _constant(id_scores[d], *(sets.scores[s][d] for s in sets.metrics))]
+    mass = {"id_test": unknown_mass(id_pass.test.logits, data.num_classes), **sets.unknown_mass}
+    return {"id": id_metrics, "ood": sets.metrics, "ood_summary": group_means(sets.metrics),
+            "ood_sources": sets.sources, "constant_scores": constant, "curves": curves,
+            "dice_sweep": sets.dice_sweep,
+            "unknown_mass": mass if mass["id_test"] is not None else None,
+            "seconds": time.perf_counter() - start}
+
+
+@dataclasses.dataclass
+class IDPass:
+    """The ID test images' outputs (and their loader), the ID metrics (calibration over the K known
+    classes, the validation-fitted ``temperature``, ``ts_*`` after scaling, ``ece_released``) and
+    the reliability diagram's data."""
+    test: Outputs
+    loader: TensorLoader
+    metrics: dict[str, float]
+    reliability: dict[str, Any]
+
+
+def in_distribution(model: nn.Module, data: IDData, cfg: RunConfig, device) -> IDPass:
+    """One pass over the ID test split and one over the validation split (capped at
+    ``max_eval_samples``): calibration, the fitted temperature and calibration after it."""
     x, y = capped(data.test_x, data.test_y, cfg.max_eval_samples)
-    test_loader = _loader(x, y, data, cfg, device)
-    test = extract(model, test_loader, device)
+    loader = _loader(x, y, data, cfg, device)
+    test = extract(model, loader, device)
     K = data.num_classes
     cal = calibration(test.logits, test.labels, num_known=K)
     vx, vy = capped(data.val_x, data.val_y, cfg.max_eval_samples)
     val = extract(model, _loader(vx, vy, data, cfg, device), device)
     temperature = fit_temperature(val.logits, val.labels, num_known=K)
     scaled = calibration(test.logits[:, :K] / temperature, test.labels, num_known=K)
-    probs = torch.softmax(test.logits[:, :data.num_classes].double(), dim=1)
-    conf, pred = probs.max(dim=1)
-    curves: dict[str, Any] = {"reliability": dataclasses.asdict(
-        reliability(conf, pred == test.labels))}
-    detectors = fit_detectors(model, data, cfg, device, temperature=temperature)
-    id_scores = {name: det.score(test, test_loader) for name, det in detectors.items()}
+    conf, pred = torch.softmax(test.logits[:, :K].double(), dim=1).max(dim=1)
+    metrics = dataclasses.asdict(cal)
+    metrics.update(temperature=temperature, ts_ece=scaled.ece, ts_nll=scaled.nll,
+                   ts_brier=scaled.brier, ece_released=released_ece(test.logits, test.labels))
+    return IDPass(test, loader, metrics, dataclasses.asdict(reliability(conf, pred == test.labels)))
+
+
+@dataclasses.dataclass
+class OODPass:
+    """Every OOD set's metrics ``{set: {detector: {metric: value}}}`` and scores, where its images
+    came from, DICE's percentile sweep and the unknown class's mean probability on it."""
+    metrics: dict[str, dict[str, dict[str, float]]]
+    scores: dict[str, dict[str, torch.Tensor]]
+    sources: dict[str, str]
+    dice_sweep: dict[str, dict[str, float]]
+    unknown_mass: dict[str, float | None]
+
+
+def score_ood_sets(model: nn.Module, data: IDData, cfg: RunConfig, device,
+                   detectors: dict[str, Detector], id_pass: IDPass,
+                   id_scores: dict[str, torch.Tensor], start: float) -> OODPass:
+    """One pass over each OOD set of ``cfg`` (capped at ``max_eval_samples``), scored by every
+    fitted detector against its ID test scores, and by DICE at every :data:`DICE_SWEEP` percentile
+    (``start``: when the evaluation began, for the progress lines)."""
     sweep = dice_at_sweep(detectors.get("dice"))
-    sweep_id = {p: det.score(test) for p, det in sweep.items()}
-    dice_sweep, mass = {}, {"id_test": unknown_mass(test.logits, K)}
-    ood, ood_scores, sources = {}, {}, {}
+    sweep_id = {p: det.score(id_pass.test) for p, det in sweep.items()}
+    out = OODPass({}, {}, {}, {}, {})
     for i, name in enumerate(cfg.ood_set_list, 1):
         ox, _ = capped(load_ood(name, data, seed=cfg.seed), None, cfg.max_eval_samples)
-        sources[name] = ood_source(name, data)
+        out.sources[name] = ood_source(name, data)
         loader = _loader(ox, None, data, cfg, device)
         outputs = extract(model, loader, device)
-        ood_scores[name] = {d: det.score(outputs, loader) for d, det in detectors.items()}
-        ood[name] = {d: dataclasses.asdict(ood_metrics(id_scores[d], s))
-                     for d, s in ood_scores[name].items()}
+        scores = out.scores[name] = {d: det.score(outputs, loader) for d, det in detectors.items()}
+        out.metrics[name] = {d: dataclasses.asdict(ood_metrics(id_scores[d], s))
+                             for d, s in scores.items()}
         if sweep:
-            dice_sweep[name] = {p: auroc(sweep_id[p], det.score(outputs))
-                                for p, det in sweep.items()}
-        mass[name] = unknown_mass(outputs.logits, K)
+            out.dice_sweep[name] = {p: auroc(sweep_id[p], det.score(outputs))
+                                    for p, det in sweep.items()}
+        out.unknown_mass[name] = unknown_mass(outputs.logits, data.num_classes)
         log.info("OOD set %d/%d, %s: %d images scored (%.0f s)", i, len(cfg.ood_set_list), name,
                  len(ox), time.perf_counter() - start)
-    curves.update(score_curves(id_scores, ood_scores))
-    id_metrics = dataclasses.asdict(cal)
-    id_metrics.update(temperature=temperature, ts_ece=scaled.ece, ts_nll=scaled.nll,
-                      ts_brier=scaled.brier, ece_released=released_ece(test.logits, test.labels))
-    if "dice" in detectors:
-        id_metrics["dice_kept_fraction"] = detectors["dice"].kept_fraction
-    constant = [d for d in detectors if _constant(id_scores[d], *(ood_scores[s][d] for s in ood))]
-    return {"id": id_metrics, "ood": ood, "ood_summary": group_means(ood), "ood_sources": sources,
-            "constant_scores": constant, "curves": curves, "dice_sweep": dice_sweep,
-            "unknown_mass": mass if mass["id_test"] is not None else None,
-            "seconds": time.perf_counter() - start}
+    return out
 
 
 def _constant(*scores: torch.Tensor) -> bool:
