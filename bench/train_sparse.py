@@ -41,7 +41,7 @@ from pathlib import Path
 
 import torch
 
-from moon.config import from_params
+from moon.configure import from_params
 from moon.data import IDData
 from moon.locks import now_iso
 from moon.train import Trainer

@@ -30,7 +30,7 @@ log = logging.getLogger("moon")
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from moon.config import from_params, parse_overrides
+    from moon.configure import from_params, parse_overrides
     from moon.runner import run
 
     from moon.rundir import run_folder_name
@@ -104,7 +104,7 @@ def _earlier_benchmark(path: Path) -> bool:
 def _cmd_sweep(args: argparse.Namespace) -> int:
     import yaml
 
-    from moon.config import parse_overrides
+    from moon.configure import parse_overrides
     from moon.study import load_study, run_study
 
     study = load_study(args.study)

@@ -188,7 +188,7 @@ def study_chapter(namespace: Mapping[str, Any]):
     it a committed study is shown as it ran, even if a default changed since. The study's log
     goes to the cell's text output at warning level: a failed cell is part of the page's report
     (its reason, one line), not a broken page."""
-    from moon.config import overrides_from_namespace
+    from moon.configure import overrides_from_namespace
     from moon.report.frame import corrupt_markdown, describe_runs, results_frame
     from moon.study import collect, run_study
 

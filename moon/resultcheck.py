@@ -92,7 +92,7 @@ def _ood_problems(section: Any, sets: tuple[str, ...]) -> list[str]:
 
 def _config_problems(config: Any):
     """(problems, RunConfig or None) for a stored config."""
-    from moon.config import from_params
+    from moon.configure import from_params
 
     if not isinstance(config, Mapping):
         return [f"config is {_shown(config)}; a run writes its RunConfig fields"], None

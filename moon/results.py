@@ -81,7 +81,7 @@ class RunResult:
     @property
     def config_obj(self):
         """The run's :class:`moon.config.RunConfig` (validated again from the stored fields)."""
-        from moon.config import from_params
+        from moon.configure import from_params
         return from_params(self.config)
 
 

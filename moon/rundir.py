@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from moon.config import EXECUTION_FIELDS, differing_fields, from_params
+from moon.config import EXECUTION_FIELDS, differing_fields
+from moon.configure import from_params
 from moon.errors import CorruptFile, FolderInUse, NotWritable, OutputExists
 from moon.files import load_checkpoint
 from moon.locks import LOCK_FILE

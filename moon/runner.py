@@ -199,7 +199,7 @@ def finished_result(out: Path, cfg: RunConfig) -> RunResult | None:
 def load_model(out_dir: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, RunConfig]:
     """The evaluated model a run saved (``model.pt``) and its config; ``weights_only=True`` and a
     strict key/shape check, so a mismatched head can never load silently."""
-    from moon.config import from_params
+    from moon.configure import from_params
     from moon.models import model_for
 
     state = load_checkpoint(Path(out_dir) / MODEL_FILE, map_location=device)

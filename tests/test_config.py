@@ -4,8 +4,8 @@ import dataclasses
 
 import pytest
 
-from moon.config import (PRESETS, RunConfig, field_names, from_namespace, from_params,
-                         parse_overrides)
+from moon.config import RunConfig, field_names
+from moon.configure import PRESETS, from_namespace, from_params, parse_overrides
 
 
 def test_defaults_are_valid_and_frozen():

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from moon.__main__ import main
-from moon.config import RunConfig, from_params
+from moon.config import RunConfig
+from moon.configure import from_params
 from moon.deploy import export, load_exported
 from moon.errors import MoonError
 from moon.models import model_for

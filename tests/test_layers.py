@@ -28,7 +28,7 @@ STAGES = {
     "architectures": ("moon.architectures",),
     "ood": ("moon.ood.*",),
     "recipe": ("moon.recipe.*",),
-    "config": ("moon.config",),
+    "config": ("moon.config", "moon.configure"),
     "model": ("moon.models", "moon.cost"),
     "evaluate": ("moon.evaluate",),
     "train": ("moon.train",),

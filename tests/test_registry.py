@@ -10,7 +10,8 @@ import torch
 from conftest import learnable_id_data
 from moon import config
 from moon.report import tables as compare
-from moon.config import RunConfig, from_params
+from moon.config import RunConfig
+from moon.configure import from_params
 from moon.evaluate import DICE_SWEEP, detector_options, evaluate
 from moon.metrics import released_ece
 from moon.models import model_for

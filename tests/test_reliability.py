@@ -176,7 +176,7 @@ def _finished_run(folder) -> None:
 def _tampered_result(folder) -> None:
     """A complete result of the smoke preset's configuration whose accuracy was edited to NaN
     (Python's JSON reader accepts it): never reused."""
-    from moon.config import from_params
+    from moon.configure import from_params
 
     cfg = from_params({}, preset="smoke")
     save_result(RunResult(config=cfg.to_dict(), status="complete", masks={"density": 1.0},
@@ -190,7 +190,7 @@ def _tampered_result(folder) -> None:
 
 def _edited_study_folder(folder, edit) -> None:
     """A study folder holding one complete run whose result file was then edited by ``edit``."""
-    from moon.config import from_params
+    from moon.configure import from_params
 
     cfg = from_params({}, preset="smoke")
     result = RunResult(config=cfg.to_dict(), status="complete", masks={"density": 1.0},

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from moon.config import from_params
+from moon.configure import from_params
 from moon.errors import CorruptFile
 from moon.resultcheck import check_result, result_problems
 from moon.results import RunResult

@@ -11,7 +11,7 @@ import sys
 import pytest
 
 import moon
-from moon.config import from_params
+from moon.configure import from_params
 from moon.errors import CorruptFile, FolderInUse, FolderLocked
 from moon.files import remove_stale_temporaries
 from moon.locks import FolderLock, lock_holder

@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from moon.config import RunConfig, differing_fields, from_params
+from moon.config import RunConfig, differing_fields
+from moon.configure import from_params
 from moon.files import atomic_torch_save, load_checkpoint
 from moon.rundir import inspect_folder
 from moon.sparse.training import CsrLinear, CsrTraining, check_plan, choose_plan

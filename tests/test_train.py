@@ -6,7 +6,8 @@ import pytest
 import torch
 
 import moon
-from moon.config import RunConfig, from_params
+from moon.config import RunConfig
+from moon.configure import from_params
 from moon.errors import FolderInUse
 from moon.recipe.losses import UnknownAwareLoss
 from moon.results import load_result
@@ -222,7 +223,7 @@ def test_update_steps_take_no_optimizer_step(tiny_fashion, monkeypatch):
 
 
 def test_paper_preset_is_the_papers_schedule():
-    from moon.config import from_params
+    from moon.configure import from_params
     cfg = from_params({"method": "rigl", "density": 0.05}, "paper")
     assert (cfg.epochs, cfg.warmup, cfg.averaged_epochs, cfg.max_train_samples) == (100, 5, 20, 0)
     assert cfg.update_stop == 0.7 and cfg.update_interval is None

@@ -227,7 +227,7 @@ def _check_header(state: Any, path: Path) -> None:
 def _rebuild(state: dict, path: Path) -> nn.Module:
     """The run's architecture with each maskable layer replaced by a sparse one, strict keys and
     shapes."""
-    from moon.config import from_params
+    from moon.configure import from_params
     from moon.models import model_for
 
     net = model_for(from_params(state["config"]))

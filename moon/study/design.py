@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from moon.config import RunConfig, field_names, from_params
+from moon.config import RunConfig, field_names
+from moon.configure import from_params
 from moon.errors import BadStudy
 
 STUDIES = Path(__file__).resolve().parents[2] / "studies"

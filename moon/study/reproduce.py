@@ -74,7 +74,7 @@ def rerun(run_dir: str | Path, tolerance: float = 0.0, out: str | Path | None = 
     folder) with the torch threads its provenance records, and compare the metrics."""
     import torch
 
-    from moon.config import from_params
+    from moon.configure import from_params
     from moon.runner import run
 
     committed, threads = _committed(run_dir)

@@ -30,7 +30,7 @@ out_dir = None                      # None: runs/ood_eval/<its configuration>
 from moon.notebook import chapter
 chapter(globals())
 import moon
-from moon.config import from_namespace
+from moon.configure import from_namespace
 from moon.report import run_figures, tables
 from moon.rundir import run_folder_name
 

@@ -24,7 +24,7 @@ from moon.notebook import chapter
 chapter(globals())
 import moon
 from moon import theory
-from moon.config import from_namespace
+from moon.configure import from_namespace
 from moon.data import load_id
 from moon.evaluate import outputs_for
 from moon.rundir import run_folder_name
