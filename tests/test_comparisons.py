@@ -23,7 +23,7 @@ from moon.statistics import welch_interval
 from moon.report import stats as report_stats
 from moon.report.figures import ablation_plot, calibration_overview, headline_figure
 from moon.report.frame import (ABLATION_ORDER, PRIMARY_METRICS, ablation_label, metric_label,
-                               moon_label, variant_label)
+                               model_name, moon_label, variant_label)
 from moon.report.stats import paired_moon_frame, posthoc_gain_frame, sparsity_effect_frame
 from moon.report.tables import (ablation_table, calibration_table, cost_table, interval_text,
                                 paired_moon_table, posthoc_table, sparsity_effect_table)
@@ -804,7 +804,9 @@ def test_verdict_names_the_declared_family_adjusts_it_and_labels_the_rest(frame)
     long = report_stats.primary_endpoints(frame, endpoints)
     np.testing.assert_allclose(long["p_holm"], holm(long["p_value"]))
     assert long["significant"].tolist() == [False, True]          # near AUROC, ECE
-    assert bullets[0].startswith("**Declared primary family (2 comparisons, Holm): 1 survive")
+    model = model_name(frame["model"].iloc[0])                     # the fixture's one model
+    assert bullets[0].startswith(f"**Declared primary family (2 comparisons on {model}, Holm): "
+                                 "1 survive")
     assert "ECE reductions" in bullets[0] and "no near-OOD AUROC change survives" in bullets[0]
     near = paired_moon_frame(frame, metrics=("ood.near.msp.auroc",))
     up = int((near["mean_diff"] > 0).sum())

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from moon.report import stats
 from moon.report.frame import (PRIMARY_METRICS, describe_runs, higher_is_better, metric_label,
-                               setting_name, with_model)
+                               model_name, setting_name, with_model)
 from moon.report.tables import interval_table, interval_text, p_phrase, p_text, signed
 
 if TYPE_CHECKING:
@@ -77,18 +77,23 @@ def _metric_word(metric: str) -> str:
 
 
 def _primary_bullet(long: "pd.DataFrame", family: str) -> str | None:
-    """The declared primary family in one sentence: how many of its comparisons survive Holm
-    (and which, by metric and direction), and that the others do not, with what was detectable."""
+    """The declared primary family in one sentence: how many of its comparisons survive Holm, on
+    which model (and which, by metric and direction), and that the others do not, with what was
+    detectable."""
     if long.empty:
         return None
     kept = long[long["significant"]]
-    head = f"**{family} ({len(long)} comparisons, Holm): {len(kept)} survive"
+    models = sorted(long["model"].dropna().unique()) if "model" in long.columns else []
+    on = f" on {' and '.join(model_name(m) for m in models)}" if models else ""
+    head = f"**{family} ({len(long)} comparisons{on}, Holm): {len(kept)} survive"
     if len(kept):
         kinds = {(m, d > 0) for m, d in zip(kept["metric"], kept["mean_diff"])}
         if len(kinds) == 1:
             metric, up = next(iter(kinds))
             head += f", all {_metric_word(metric)} {'increases' if up else 'reductions'}"
-        head += f"** ({', '.join(setting_name(r) for r in kept.to_dict('records'))}: " \
+        names = [setting_name({k: v for k, v in r.items() if k != "model" or len(models) > 1})
+                 for r in kept.to_dict("records")]
+        head += f"** ({', '.join(names)}: " \
                 f"{signed(100 * kept['mean_diff'].min(), 1)} to " \
                 f"{signed(100 * kept['mean_diff'].max(), 1)} points)"
     else:

@@ -212,7 +212,8 @@ def method_contrast(frame: "pd.DataFrame", metrics, method: str, base: str,
 def primary_endpoints(frame: "pd.DataFrame", endpoints: Mapping[str, Any]) -> "pd.DataFrame":
     """A study's declared primary family (its ``endpoints.primary`` section: contrast, cells,
     metrics, alpha) evaluated on ``frame``: one row per cell and metric with ``mean_diff, low, high,
-    p_value, mde, n``, plus Holm's adjusted ``p_holm`` across the whole family
+    p_value, mde, n`` (and ``model``, also when the family has one), plus Holm's adjusted
+    ``p_holm`` across the whole family
     (:func:`moon.statistics.holm`) and ``significant`` (adjusted p below alpha)."""
     primary = endpoints.get("primary") or {}
     contrast = primary.get("contrast", {})
@@ -223,6 +224,8 @@ def primary_endpoints(frame: "pd.DataFrame", endpoints: Mapping[str, Any]) -> "p
     for axis, values in dict(primary.get("cells", {})).items():
         keep = keep[keep[axis].isin(values)]
     long = paired_moon_frame(keep, metrics=metrics, level=1 - alpha)
+    if "model" in keep.columns and "model" not in long.columns and keep["model"].nunique() == 1:
+        long.insert(0, "model", keep["model"].iloc[0])   # the family's one model, said too
     long["p_holm"] = holm(long["p_value"].to_numpy())
     long["significant"] = long["p_holm"] < alpha
     return long
