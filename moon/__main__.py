@@ -136,8 +136,10 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     checks = reproduce(args.folder, cells=args.cells, tolerance=args.tolerance)
     for c in checks:
         verdict = "same" if c.same else "DIFFERENT"
+        moved = ", ".join(f"{name} {diff:.3g}" for name, diff in c.headline.items())
         print(f"{verdict}: {Path(c.run).name}: {c.metrics} metrics, max |diff| "
-              f"{c.max_abs_diff:.3g}" + (f" ({c.worst})" if c.max_abs_diff else ""))
+              f"{c.max_abs_diff:.3g}" + (f" ({c.worst})" if c.max_abs_diff else "")
+              + (f"; |diff| of {moved}" if moved else ""))
     same = sum(c.same for c in checks)
     print(f"{same} of {len(checks)} reruns reproduce {args.folder} "
           f"(tolerance {args.tolerance:g})")

@@ -8,7 +8,7 @@ import pytest
 
 from moon.config import RunConfig
 from moon.runner import run
-from moon.study.reproduce import compare, pick, reproduce
+from moon.study.reproduce import compare, headline_diffs, pick, reproduce
 
 # max_eval_samples: each OOD set evaluated on its first 512 images (as the smoke preset), which
 # leaves the metrics compared (every set, detector and metric) as they are.
@@ -38,6 +38,8 @@ def test_a_changed_metric_is_found(committed):
     (check,) = reproduce(committed, cells=5, progress=False)[2:]
     assert not check.same and check.worst == "id.ece"
     assert check.max_abs_diff == pytest.approx(1e-4, rel=1e-3)
+    assert check.headline["ECE"] == pytest.approx(1e-4, rel=1e-3)      # reported apart too
+    assert check.headline["accuracy"] == 0 and check.headline["MSP AUROC"] == 0
     loose = reproduce(committed, cells=5, tolerance=1e-3, progress=False)
     assert all(c.same for c in loose)
 
@@ -48,6 +50,17 @@ def test_compare_counts_missing_and_nan_metrics():
     assert compare(a, b) == (3, 0.0, "", True)                  # timings are not compared
     assert compare(a, {**b, "id.ece": 0.1})[1:3] == (math.inf, "id.ece")
     assert compare(a, {k: v for k, v in b.items() if k != "ood.x.msp.auroc"})[2] == "ood.x.msp.auroc"
+
+
+def test_headline_differences_are_reported_apart_from_the_largest():
+    """The largest difference is often a secondary detector's FPR95; accuracy, ECE and MSP's
+    AUROC (the largest over the sets) are said on their own."""
+    a = {"id.accuracy": 0.9, "id.ece": 0.05, "ood.x.msp.auroc": 0.8, "ood.y.msp.auroc": 0.7,
+         "ood.x.vim.fpr95": 0.5}
+    b = {**a, "ood.y.msp.auroc": 0.702, "ood.x.vim.fpr95": 0.8}
+    assert compare(a, b)[1:3] == (pytest.approx(0.3), "ood.x.vim.fpr95")
+    assert headline_diffs(a, b) == {"accuracy": 0, "ECE": 0, "MSP AUROC": pytest.approx(0.002)}
+    assert math.isnan(headline_diffs({}, {})["ECE"])
 
 
 def test_pick_needs_complete_runs(tmp_path):
