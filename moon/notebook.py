@@ -26,6 +26,10 @@ from typing import Any
 from moon.config import field_names
 
 NOTEBOOK_FIELDS = ("preset", "out_dir")
+# A study chapter's parameters: these RunConfig fields (the model is an axis of the studies) and
+# which study, which part of its grid, whether to run its missing cells.
+STUDY_FIELDS = ("dataset", "epochs", "sparse_init")
+STUDY_PARAMETERS = ("study", "only", "run_missing")
 # Names an IPython kernel defines in every namespace.
 _KERNEL_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "open"}
 
@@ -177,11 +181,12 @@ def chapter(namespace: Mapping[str, Any], allowed: Iterable[str] | None = None,
     show_figures_as_images()
 
 
-def study_chapter(namespace: Mapping[str, Any]):
-    """A study chapter's results, from its parameters (``study``, ``out_dir``, ``preset``,
-    ``only``, ``run_missing`` and the RunConfig fields ``-p`` changed): ``(results, frame,
-    shown)``, where ``shown`` is the page's "Results shown" line in Markdown (with the result
-    files left out as corrupt, if any).
+def study_chapter(namespace: Mapping[str, Any], extra: Iterable[str] = ()):
+    """A study chapter's first statement: :func:`chapter` with the study parameters
+    (:data:`STUDY_FIELDS`, :data:`STUDY_PARAMETERS` and the chapter's own ``extra``), then its
+    results, from those parameters (``study``, ``out_dir``, ``preset``, ``only``, ``run_missing``
+    and the RunConfig fields ``-p`` changed): ``(results, frame, shown)``, where ``shown`` is the
+    page's "Results shown" line in Markdown (with the result files left out as corrupt, if any).
 
     With ``run_missing`` the study's unfinished cells run first (each failed cell's error is in
     its ``result.json``; their count is printed) and the results are collected exactly; without
@@ -192,6 +197,7 @@ def study_chapter(namespace: Mapping[str, Any]):
     from moon.report.frame import corrupt_markdown, describe_runs, results_frame
     from moon.study import collect, run_study
 
+    chapter(namespace, STUDY_FIELDS, (*STUDY_PARAMETERS, *extra))
     logging.basicConfig(stream=sys.stdout, level=logging.WARNING, format="%(message)s", force=True)
     study, out_dir, preset = namespace["study"], namespace["out_dir"], namespace["preset"]
     only, run_missing = namespace["only"], namespace["run_missing"]

@@ -3,7 +3,8 @@ sources ``notebooks/src/*.py``, jupytext percent scripts: ``# %%`` starts a code
 MyST-NB figure caption on that line), ``# %% [markdown]`` a markdown cell.
 
 Each source's ``parameters`` cell holds what is the template's own (``preset``, ``out_dir``, a
-study's name and folders) and one line ``# RunConfig fields: a, b, c`` (or ``all``), which is
+study's name and folders) and one line ``# RunConfig fields: a, b, c`` (or ``all``, or ``study``:
+:data:`moon.notebook.STUDY_FIELDS`), which is
 written out here as one assignment per field at RunConfig's default, with the field's help from
 its metadata (:func:`moon.config.field_docs`), so the cell never drifts from RunConfig. Run after
 changing a source or a RunConfig field:
@@ -23,6 +24,7 @@ import jupytext
 import nbformat as nbf
 
 from moon.config import RunConfig, field_docs
+from moon.notebook import STUDY_FIELDS
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = ROOT / "notebooks" / "src"
@@ -52,7 +54,7 @@ def expand_parameters(source: str) -> str:
     if match is None:
         raise ValueError("a parameters cell needs a '# RunConfig fields: ...' line")
     listed = [n.strip() for n in match.group(1).split(",") if n.strip()]
-    names = list(field_docs()) if listed == ["all"] else listed
+    names = {"all": list(field_docs()), "study": list(STUDY_FIELDS)}.get(",".join(listed), listed)
     return source[:match.start()] + field_lines(names) + source[match.end():]
 
 

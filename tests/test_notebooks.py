@@ -90,21 +90,24 @@ def test_parameters_cells_are_written_from_run_config_fields(monkeypatch):
 
 @pytest.mark.parametrize("path", TEMPLATES, ids=lambda p: p.name)
 def test_each_template_refuses_exactly_what_it_does_not_declare(path):
-    """The first cell after the parameters calls ``chapter(globals(), allowed, extra)``: its names
-    are the names the parameters cell declares, so a declared one is never refused and an
-    undeclared one always is."""
+    """The first cell after the parameters calls ``chapter(globals(), allowed, extra)`` (or, in a
+    study chapter, ``study_chapter(globals(), extra)``): its names are the names the parameters
+    cell declares, so a declared one is never refused and an undeclared one always is."""
     import ast
 
     import nbformat
 
-    from moon.notebook import NOTEBOOK_FIELDS
+    from moon.notebook import NOTEBOOK_FIELDS, STUDY_FIELDS, STUDY_PARAMETERS
 
     nb = nbformat.read(path, as_version=4)
     at = next(i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", ()))
-    call = next(n for n in ast.walk(ast.parse(nb.cells[at + 1].source))
-                if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "chapter")
-    allowed = ast.literal_eval(call.args[1]) if len(call.args) > 1 else field_names()
+    call = next(n for n in ast.walk(ast.parse(nb.cells[at + 1].source)) if isinstance(n, ast.Call)
+                and getattr(n.func, "id", "") in ("chapter", "study_chapter"))
     extra = next((ast.literal_eval(k.value) for k in call.keywords if k.arg == "extra"), ())
+    if call.func.id == "study_chapter":          # a study chapter: the study's parameters too
+        allowed, extra = STUDY_FIELDS, (*STUDY_PARAMETERS, *extra)
+    else:
+        allowed = ast.literal_eval(call.args[1]) if len(call.args) > 1 else field_names()
     assert set(allowed) | set(extra) | set(NOTEBOOK_FIELDS) == set(pm.inspect_notebook(str(path)))
 
 
@@ -181,12 +184,14 @@ def test_every_template_shows_figures_as_images(path):
     formatter (any MPLBACKEND)."""
     import inspect
 
-    from moon.notebook import chapter
+    from moon.notebook import chapter, study_chapter
 
     cells = json.loads(path.read_text())["cells"]
     at = next(i for i, c in enumerate(cells) if "parameters" in c["metadata"].get("tags", ()))
-    assert len(re.findall(r"\bchapter\(globals\(\)", "".join(cells[at + 1]["source"]))) == 1, path.name
+    first = "".join(cells[at + 1]["source"])
+    assert len(re.findall(r"\b(?:study_)?chapter\(globals\(\)", first)) == 1, path.name
     assert "show_figures_as_images()" in inspect.getsource(chapter)
+    assert "chapter(namespace" in inspect.getsource(study_chapter)
 
 
 def test_a_bad_parameter_is_said_in_one_line_before_the_traceback(tmp_path):
@@ -231,5 +236,5 @@ def test_every_template_checks_its_parameters_once():
     for path in sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb")):
         source = "".join("".join(c["source"]) for c in json.loads(path.read_text())["cells"]
                          if c["cell_type"] == "code")
-        assert len(re.findall(r"\bchapter\(globals\(\)", source)) == 1, path.name
+        assert len(re.findall(r"\b(?:study_)?chapter\(globals\(\)", source)) == 1, path.name
         assert "check_parameters(" not in source, path.name    # only through chapter()

@@ -22,16 +22,15 @@ out_dir = 'runs/ablation'           # where the result files go
 study = 'ablation'                  # a name in studies/ or a YAML path
 only = None                         # axis -> values to keep (None: the whole grid of the preset)
 run_missing = True                  # run the cells not finished yet (False: show the finished ones)
-# RunConfig fields: dataset, epochs, sparse_init   (written out by scripts/make_notebooks.py)
+# RunConfig fields: study   (those of moon.notebook.STUDY_FIELDS, written out by scripts/make_notebooks.py)
 
 # %% tags=["remove-input"]
-from moon.notebook import chapter, study_chapter
-chapter(globals(), ['dataset', 'epochs', 'sparse_init'], extra=('study', 'only', 'run_missing'))
+from moon.notebook import study_chapter
+results, frame, shown = study_chapter(globals())
 
 from IPython.display import Markdown
 from moon.report import conclusions, figures, tables
 
-results, frame, shown = study_chapter(globals())
 Markdown(shown)
 
 # %% tags=["remove-input"] mystnb={"figure": {"caption": "Each MOON part's change against no part, paired by seed, with 95% intervals; right of 0 is better for AUROC and accuracy, left of 0 for ECE."}}

@@ -27,16 +27,15 @@ only = {'alpha_final': [1.0]}       # axis -> values to keep (None: the whole gr
 run_missing = True                  # run the cells not finished yet (False: show the finished ones)
 inference = 'book/results/sparse_inference/inference.json'  # the inference benchmark's result file
 train_sparse = 'book/results/train_sparse/train_sparse.json'  # the training benchmark's result file
-# RunConfig fields: dataset, epochs, sparse_init   (written out by scripts/make_notebooks.py)
+# RunConfig fields: study   (those of moon.notebook.STUDY_FIELDS, written out by scripts/make_notebooks.py)
 
 # %% tags=["remove-input"]
-from moon.notebook import chapter, study_chapter
-chapter(globals(), ['dataset', 'epochs', 'sparse_init'], extra=('study', 'only', 'run_missing', 'inference', 'train_sparse'))
+from moon.notebook import study_chapter
+results, frame, shown = study_chapter(globals(), extra=('inference', 'train_sparse'))
 
 from IPython.display import Markdown, display
 from moon.report import conclusions, figures, tables
 
-results, frame, shown = study_chapter(globals())
 Markdown(shown)
 
 # %% tags=["remove-input"]

@@ -21,16 +21,15 @@ out_dir = 'runs/paper'              # where the result files go
 study = 'paper'                     # a name in studies/ or a YAML path
 only = {'density': [1.0, 0.05], 'alpha_final': [1.0]}  # axis -> values to keep (None: the whole grid of the preset)
 run_missing = True                  # run the cells not finished yet (False: show the finished ones)
-# RunConfig fields: dataset, epochs, sparse_init   (written out by scripts/make_notebooks.py)
+# RunConfig fields: study   (those of moon.notebook.STUDY_FIELDS, written out by scripts/make_notebooks.py)
 
 # %% tags=["remove-input"]
-from moon.notebook import chapter, study_chapter
-chapter(globals(), ['dataset', 'epochs', 'sparse_init'], extra=('study', 'only', 'run_missing'))
+from moon.notebook import study_chapter
+results, frame, shown = study_chapter(globals())
 
 from IPython.display import Markdown, display
 from moon.report import conclusions, figures, stats, tables
 
-results, frame, shown = study_chapter(globals())
 Markdown(shown)
 
 # %% tags=["remove-input"]

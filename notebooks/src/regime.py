@@ -33,11 +33,11 @@ short_dir = 'runs/full-cpu'         # its result folder
 short_preset = 'cpu'                # its preset
 regime_dir = 'book/results/regime'  # the regime study's result folder
 pilot_dir = 'book/results/regime-pilot'  # its pilot's result folder
-# RunConfig fields: dataset, epochs, sparse_init   (written out by scripts/make_notebooks.py)
+# RunConfig fields: study   (those of moon.notebook.STUDY_FIELDS, written out by scripts/make_notebooks.py)
 
 # %% tags=["remove-input"]
-from moon.notebook import chapter, study_chapter
-chapter(globals(), ['dataset', 'epochs', 'sparse_init'], extra=('study', 'only', 'run_missing', 'short_study', 'short_dir', 'short_preset', 'regime_dir', 'pilot_dir'))
+from moon.notebook import study_chapter
+results, frame, shown = study_chapter(globals(), extra=('short_study', 'short_dir', 'short_preset', 'regime_dir', 'pilot_dir'))
 
 import pandas as pd
 from IPython.display import Markdown, display
@@ -45,7 +45,6 @@ from moon.report import conclusions, figures, stats, tables
 from moon.report.frame import describe_runs, results_frame
 from moon.study import collect
 
-results, frame, shown = study_chapter(globals())
 Markdown(shown)
 
 # %% [markdown]
