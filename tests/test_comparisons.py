@@ -669,6 +669,15 @@ def test_limitations_carry_their_numbers(frame, tmp_path):
     assert "ran from 2 commits" in code and "1 of them from a checkout with uncommitted" in code
     assert code.endswith("(python -m moon reproduce X --cells 3 (commit abc1234, 2026-12-06)): 3 of "
                          "3 reruns reproduce X (tolerance 0); the other runs were not retrained.")
+    record.write_text("# python -m moon reproduce X --cells 2 (commit abc1234, 2026-12-06)\n"
+                      "DIFFERENT: a: 490 metrics, max |diff| 0.3 (ood.x.vim.fpr95); |diff| of "
+                      "accuracy 0.0002, ECE 0.0013, MSP AUROC 0.002\n"
+                      "DIFFERENT: b: 490 metrics, max |diff| 0.1 (ood.y.knn.fpr95); |diff| of "
+                      "accuracy 0.0004, ECE 0, MSP AUROC 0.001\n0 of 2 reruns reproduce X\n")
+    code = claims.limitations(dirty, reproduced=record)[-1]
+    assert ("the largest metric difference 0.3 (a fraction; every metric of a run counted) and the "
+            "largest in the numbers the verdict reads accuracy 0.0004, ECE 0.0013, MSP AUROC "
+            "0.002; the other runs") in code
     mde = 100 * paired_moon_frame(frame).groupby("metric")["mde"].median()
     assert bullets[0].startswith("**Seeds.** 3 or more seeds per setting")
     assert (f"±{mde['ood.near.msp.auroc']:.1f} points of near-OOD AUROC, "
