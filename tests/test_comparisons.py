@@ -607,8 +607,8 @@ def test_paper_vs_ours_answers_every_published_claim(frame):
     premise = sparsity_effect_frame(frame, metrics=("id.ece",))
     rigl = premise[(premise["method"] == "rigl") & (premise["density"] == 0.05)].iloc[0]
     assert answer["sparse_minus_dense_ece"].startswith(
-        f"RigL 0.05 − dense: LeNet-5 {interval_text(rigl, 100)}; RigL 0.05 − dense, near-OOD "
-        "AUROC: LeNet-5 ")                       # the premise's other half beside the ECE one
+        f"RigL 0.05 − dense: LeNet-5 {interval_text(rigl, 100)}; beside it, not judged here: "
+        "RigL 0.05 − dense, near-OOD AUROC: LeNet-5 ")   # the premise's other half, labelled
     assert "RigL 0.05 − dense, accuracy: LeNet-5 " in answer["sparse_minus_dense_ece"]
     assert answer["cigl_minus_rigl_ece"] == answer["cigl_minus_rigl_accuracy"] \
         == "not in this study"                                # no CigL runs in the frame

@@ -143,11 +143,12 @@ VERDICTS: dict[str, Callable] = {
 MEASURES: dict[str, Callable] = {
     "moon_best_auroc": _best_auroc, "moon_accuracy": _range("id.accuracy"),
     "moon_ece": _range("id.ece"),
-    "sparse_minus_dense_ece": lambda frame, effects: "; ".join(
-        measure(frame, effects) for measure in (
-            _between("id.ece", "rigl", "dense"),
+    # the verdict judges ECE (the claim); the premise's other half is shown beside it, labelled
+    "sparse_minus_dense_ece": lambda frame, effects: (
+        _between("id.ece", "rigl", "dense")(frame, effects) + "; beside it, not judged here: "
+        + "; ".join(measure(frame, effects) for measure in (
             _between("ood.near.msp.auroc", "rigl", "dense", label="near-OOD AUROC"),
-            _between("id.accuracy", "rigl", "dense", label="accuracy"))),
+            _between("id.accuracy", "rigl", "dense", label="accuracy")))),
     "cigl_minus_rigl_ece": _between("id.ece", "cigl", "rigl"),
     "cigl_minus_rigl_accuracy": _between("id.accuracy", "cigl", "rigl"),
     "dice_minus_energy_near": dice_minus_energy,
