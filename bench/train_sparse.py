@@ -8,7 +8,7 @@ forward, loss, backward, optimizer step or topology update, LR step, averaging h
   (m) kernel=masked: dense tensors times masks (the reference),
   (c) kernel=csr: every masked linear layer on CSR kernels,
   (a) kernel=auto: each layer on the kernel a one-off timing chose, kept only if whole training
-      steps ran faster with that plan than all masked (``moon.sparse.training.check_plan``; the
+      steps ran faster with that plan than all masked (``moon.sparse.kernel_choice.check_plan``; the
       decision and its times are in each row's ``check_auto``),
 
 in ``--rounds`` interleaved rounds of ``--steps`` steps each (topology updates every 100 steps, about

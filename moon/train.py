@@ -39,6 +39,7 @@ from moon.recipe.averaging import WeightAverager
 from moon.recipe.losses import UnknownAwareLoss
 from moon.sparse import schedules
 from moon.sparse.masking import Masking
+from moon.sparse.kernel_choice import auto_plan
 from moon.sparse.training import CsrTraining
 
 log = logging.getLogger(__name__)
@@ -263,7 +264,10 @@ class Trainer:
         if self.csr is None:
             return None
         if not self.csr.attached:
-            self.csr.attach((x, y), functools.partial(self.criterion, epoch=epoch))
+            if self.csr.kernel == "auto" and self.csr.plan is None:
+                self.csr.plan = auto_plan(self.csr, (x, y),
+                                          functools.partial(self.criterion, epoch=epoch))
+            self.csr.attach()
         return self.csr if self.csr.names else None
 
     def _is_update_step(self, step: int) -> bool:

@@ -21,7 +21,8 @@ from moon.config import RunConfig, differing_fields
 from moon.configure import from_params
 from moon.files import atomic_torch_save, load_checkpoint
 from moon.rundir import inspect_folder
-from moon.sparse.training import CsrLinear, CsrTraining, check_plan, choose_plan
+from moon.sparse.kernel_choice import check_plan, choose_plan
+from moon.sparse.training import CsrLinear, CsrTraining
 from moon.train import Trainer
 
 from conftest import learnable_id_data
@@ -255,7 +256,7 @@ def test_the_whole_model_check_steps_both_plans_for_real(data):
 def test_auto_falling_back_to_masked_is_the_masked_run_bit_for_bit(data, monkeypatch, method):
     """The first layer chose CSR, the whole step was not faster: every layer masked, and the run
     is kernel=masked's exactly (it takes the masked trainer's own step); the check is reported."""
-    monkeypatch.setattr("moon.sparse.training.MedianTimer", lambda **kw: ModelTimer(0.99))
+    monkeypatch.setattr("moon.sparse.kernel_choice.MedianTimer", lambda **kw: ModelTimer(0.99))
     masked, auto = train(cfg_of(method=method), data), train(cfg_of(method=method, kernel="auto"), data)
     assert auto[0].kernel_plan == {n: "masked" for n in auto[0].masking.masks}
     check = auto[0].kernel_check
@@ -268,7 +269,7 @@ def test_auto_falling_back_to_masked_is_the_masked_run_bit_for_bit(data, monkeyp
 
 
 def test_auto_keeping_the_plan_trains_on_csr(data, monkeypatch):
-    monkeypatch.setattr("moon.sparse.training.MedianTimer", lambda **kw: ModelTimer(0.5))
+    monkeypatch.setattr("moon.sparse.kernel_choice.MedianTimer", lambda **kw: ModelTimer(0.5))
     masked, auto = train(cfg_of(), data), train(cfg_of(kernel="auto"), data)
     assert auto[0].kernel_plan == {"body.1.weight": "csr", "body.3.weight": "masked",
                                    "head.weight": "masked"}
@@ -325,7 +326,7 @@ def test_reports_pair_runs_across_kernels():
 
 
 def test_auto_with_every_layer_masked_is_the_masked_run_bit_for_bit(data, monkeypatch):
-    monkeypatch.setattr("moon.sparse.training.choose_plan",
+    monkeypatch.setattr("moon.sparse.kernel_choice.choose_plan",
                         lambda training: {n: "masked" for n in training.candidates})
     masked, auto = train(cfg_of(), data), train(cfg_of(kernel="auto"), data)
     assert torch.equal(masked[2], auto[2])
