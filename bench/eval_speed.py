@@ -28,11 +28,11 @@ import torch
 from moon.config import RunConfig
 from moon.data import load_id
 from moon.evaluate import (_loader, capped, detector_options, dice_at_sweep, fit_subset,
-                           group_means, score_curves, unknown_mass)
+                           score_curves, unknown_mass)
 from moon.metrics import auroc, calibration, fit_temperature, ood_metrics, released_ece
 from moon.models import model_for
 from moon.ood.registry import make_detector
-from moon.ood.sets import load_ood
+from moon.ood.sets import group_means, load_ood
 from moon.outputs import extract
 
 TIMES: dict[str, float] = defaultdict(float)

@@ -1,10 +1,12 @@
-"""One configuration for every run: :class:`RunConfig`, its presets and validation.
+"""One configuration for every run: :class:`RunConfig` and its validation.
 
 A run is fully described by a frozen dataclass of flat scalar fields. Every field has a default and a
-comment; ``__post_init__`` rejects bad values with a ``ValueError`` that names the field, the value and
-what is allowed. Named presets are override dictionaries, so ``from_params({"density": 0.1}, "quick")``
-is "the quick preset, at density 0.1". Notebooks' papermill ``parameters`` cells assign exactly these
-field names (plus ``preset`` and ``out_dir``).
+one-line help (``option(default, doc)``, kept in the field's metadata: :func:`field_docs`);
+``__post_init__`` rejects bad values with a ``ValueError`` that names the field, the value and what
+is allowed. Presets, ``key=value`` overrides and notebook parameters become a RunConfig in
+:mod:`moon.configure` (``from_params({"density": 0.1}, "quick")`` is "the quick preset, at density
+0.1"). Notebooks' papermill ``parameters`` cells assign exactly these field names (plus ``preset``
+and ``out_dir``).
 
 Defaults describe the study's main configuration: MOON (unknown class, auto-tuned alpha, weight
 averaging) on RigL at density 0.05, LeNet-5 on the embedded Fashion-MNIST benchmark, sized to run in a

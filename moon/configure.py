@@ -72,7 +72,7 @@ def from_namespace(namespace: Mapping[str, Any], preset: str | None = None) -> R
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
-    """Parse ``key=value`` strings from a command line into typed values (by the field's default);
+    """Parse ``key=value`` strings from a command line into typed values (by the field's annotation);
     a key given twice is refused (which one was meant?)."""
     types = {f.name: f.type for f in dataclasses.fields(RunConfig)}
     out: dict[str, Any] = {}

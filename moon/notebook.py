@@ -2,7 +2,8 @@
 
 papermill injects every ``-p NAME VALUE`` as an assignment after the ``parameters`` cell, whether or
 not the template declares ``NAME``; a misspelt name (``-p densty 0.1``) would run the defaults and
-exit 0. :func:`check_parameters`, the first statement after the parameters, refuses such names.
+exit 0. :func:`check_parameters`, which the first statement after the parameters runs
+(:func:`chapter`, or :func:`study_chapter` in a study's chapter), refuses such names.
 
 :func:`show_whole_tables` sets pandas' display options for a page of the book, and
 :func:`show_figures_as_images` makes a figure show as a PNG image whatever ``MPLBACKEND`` says.

@@ -3,7 +3,7 @@ sources ``notebooks/src/*.py``, jupytext percent scripts: ``# %%`` starts a code
 MyST-NB figure caption on that line), ``# %% [markdown]`` a markdown cell.
 
 Each source's ``parameters`` cell holds what is the template's own (``preset``, ``out_dir``, a
-study's name and folders) and one line ``# RunConfig fields: a, b, c`` (or ``all``, or ``study``:
+study's name and folders; the header lines and the presets' names are written here) and one line ``# RunConfig fields: a, b, c`` (or ``all``, or ``study``:
 :data:`moon.notebook.STUDY_FIELDS`), which is
 written out here as one assignment per field at RunConfig's default, with the field's help from
 its metadata (:func:`moon.config.field_docs`), so the cell never drifts from RunConfig. Run after
@@ -24,6 +24,7 @@ import jupytext
 import nbformat as nbf
 
 from moon.config import RunConfig, field_docs
+from moon.configure import PRESETS
 from moon.notebook import STUDY_FIELDS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,6 +32,9 @@ SOURCES = ROOT / "notebooks" / "src"
 FIELDS_LINE = re.compile(r"^# RunConfig fields: ([\w, ]+?)(?:\s+\(.*\))?$", re.M)
 COLUMN = 36                  # where a parameter's comment starts
 KERNEL = {"display_name": "Python 3", "language": "python", "name": "python3"}
+HEADER = ("# Parameters (papermill): RunConfig fields, plus `preset` and `out_dir`.\n"
+          "# A field left at its default is filled by the preset, if one is given.\n")
+PRESET_LINE = re.compile(r"^preset = (.+?)\s*$", re.M)
 
 
 def field_lines(names: list[str]) -> str:
@@ -49,7 +53,12 @@ def field_lines(names: list[str]) -> str:
 
 
 def expand_parameters(source: str) -> str:
-    """A source's parameters cell with its ``# RunConfig fields:`` line written out."""
+    """A source's parameters cell written out: :data:`HEADER` first, the ``preset`` line with the
+    presets there are (:data:`moon.configure.PRESETS`), the ``# RunConfig fields:`` line as one
+    assignment per field."""
+    presets = " | ".join(["None", *(f'"{name}"' for name in PRESETS)])
+    source = HEADER + PRESET_LINE.sub(
+        lambda m: f"preset = {m.group(1)}".ljust(COLUMN) + f"# {presets}", source, count=1)
     match = FIELDS_LINE.search(source)
     if match is None:
         raise ValueError("a parameters cell needs a '# RunConfig fields: ...' line")

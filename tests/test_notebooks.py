@@ -8,6 +8,7 @@ import papermill as pm
 import pytest
 
 from moon.config import RunConfig, field_names
+from moon.notebook import STUDY_PARAMETERS
 
 TEMPLATES = sorted((Path(__file__).parent.parent / "notebooks").glob("*.ipynb"))
 
@@ -25,7 +26,7 @@ def test_parameters_are_run_config_fields(path):
     if "study" in names:                # a study's summary: which study, which part of its grid
         assert params["only"]["default"] in ("None", "{'alpha_final': [1.0]}",
                                              "{'density': [1.0, 0.05], 'alpha_final': [1.0]}")
-        extra |= {"study", "only", "run_missing"}
+        extra |= set(STUDY_PARAMETERS)
         assert params["run_missing"]["default"] == "True"     # papermill -p alone just works
     # the chapters' extra inputs: the regime chapter's short study, the cost chapter's benchmark
     extra |= {"short_study", "short_dir", "short_preset", "inference", "train_sparse", "regime_dir",
@@ -74,14 +75,16 @@ def test_parameters_cells_are_written_from_run_config_fields(monkeypatch):
     import types
 
     gen = _generator()
-    cell = gen.expand_parameters("preset = None\n# RunConfig fields: knn_k, seed\n")
-    assert cell.splitlines()[1].startswith("knn_k = 50") and "k-th nearest" in cell
-    assert cell.splitlines()[-1].startswith("seed = 0")
+    lines = gen.expand_parameters("preset = None\n# RunConfig fields: knn_k, seed\n").splitlines()
+    assert lines[:2] == gen.HEADER.splitlines()
+    assert lines[2].startswith("preset = None") and lines[2].endswith('"cpu" | "full" | "paper"')
+    assert lines[3].startswith("knn_k = 50") and "k-th nearest" in lines[3]
+    assert lines[-1].startswith("seed = 0")
     fields = {f.name: f for f in dataclasses.fields(RunConfig)}
     changed = types.SimpleNamespace(to_dict=lambda: {"knn_k": 7})
     monkeypatch.setattr(gen, "RunConfig", lambda: changed)
     monkeypatch.setattr(gen, "field_docs", lambda: {"knn_k": "a new help"})
-    assert gen.expand_parameters("# RunConfig fields: knn_k\n").startswith(
+    assert gen.expand_parameters("# RunConfig fields: knn_k\n").splitlines()[2] == (
         "knn_k = 7                           # a new help")
     with pytest.raises(ValueError, match="'sede' in a parameters cell is not a RunConfig field"):
         gen.expand_parameters("# RunConfig fields: sede\n")

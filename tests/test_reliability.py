@@ -427,3 +427,7 @@ def test_knn_k_rule_is_the_configs_at_preflight_too():
     with pytest.raises(ValueError, match="knn_k=80 is not allowed: at most the 60 training images"):
         preflight(cfg, data)
     preflight(RunConfig(knn_k=80, fit_samples=1000, ood_sets="gaussian", detectors="msp"), data)
+    # the config's side of the rule: k only matters where KNN is among the detectors
+    RunConfig(knn_k=80, fit_samples=50, detectors="msp")
+    with pytest.raises(ValueError, match="knn_k=80 is not allowed: at most the 50 training images"):
+        RunConfig(knn_k=80, fit_samples=50, detectors="msp,knn")

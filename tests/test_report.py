@@ -177,6 +177,15 @@ def test_ood_table_detectors_by_sets_in_percent(root):
     assert (ood_table(run, "fpr95")["digits"] == 40.0).all()
     with pytest.raises(ValueError, match="not an OOD metric"):
         ood_table(run, "accuracy")
+    # a set today's registry does not know is grouped by the result's own record of its group,
+    # in the table and in the frame alike (moon.ood.sets.group_means)
+    retired = {d: {"auroc": 0.5, "aupr_in": 0.5, "aupr_out": 0.5, "fpr95": 0.9} for d in DETECTORS}
+    old = RunResult(**{**run.__dict__, "ood": {**run.ood, "retired": retired},
+                       "extra": {**run.extra, "curves": {**run.extra["curves"],
+                                                         "ood_kind": {"retired": "near"}}}})
+    near = round(100 * (auroc("rigl", 0.05, 1, "digits", "msp") + 0.5) / 2, 1)
+    assert ood_table(old).loc["msp", "near mean"] == pytest.approx(near)
+    assert results_frame([old])["ood.near.msp.auroc"].iloc[0] == pytest.approx(near / 100, abs=1e-3)
 
 
 def test_density_summary_t_interval_over_seeds(frame):

@@ -1,6 +1,6 @@
 """The reporting layer's structure (moon/report): its modules import each other without cycles, never
 take a private name from one another, and import only what the module map in
-moon/report/__init__.py says; every published claim names a measure the headline computes; and the
+moon/report/__init__.py says; every published claim names a measure moon.report.claims computes; and the
 one interval format of the book's tables. (The layering of the whole package, moon.report among
 its stages, is tests/test_layers.py's.)
 

@@ -105,19 +105,24 @@ def default_ood_sets(dataset: str) -> tuple[str, ...]:
 
 
 # --------------------------------------------------------------------------------------------------
-# OOD sets: every builder returns uint8 [N, C, H, W] in the ID image shape
+# Group means: the one place a group's mean over its OOD sets is computed
 # --------------------------------------------------------------------------------------------------
-def group_means(ood: Mapping[str, Mapping[str, Mapping[str, float | None]]]) -> dict[str, Any]:
+def group_means(ood: Mapping[str, Mapping[str, Mapping[str, float | None]]],
+                fallback: Mapping[str, str] | None = None) -> dict[str, Any]:
     """``{group: {detector: {metric: mean}}}`` from ``{set: {detector: {metric: value}}}``: the
     unweighted mean over the sets of each group of :data:`GROUPS` (near, far, noise) present in
-    ``ood``, by today's registry (older result files filed noise under far; sets it no longer
-    knows are left out). A missing or non-finite value is left out of its mean (NaN where none is
-    left). The one place group means are computed: a run stores them (``extra.ood_summary``) and
-    the report's frame computes them from each result's ``ood`` section."""
+    ``ood``. A set's group is today's registry's (older result files filed noise under far), else
+    ``fallback``'s (a result's ``extra["curves"]["ood_kind"]``); a set neither knows is left out.
+    A missing or non-finite value is left out of its mean (NaN where none is left). The one place
+    group means are computed: a run stores them (``extra.ood_summary``), the report's frame and a
+    run's OOD table compute them from a result's ``ood`` section."""
+    def kind_of(name: str) -> str | None:
+        return OOD_SETS[name].kind if name in OOD_SETS else (fallback or {}).get(name)
+
     out: dict[str, Any] = {}
     for kind in GROUPS:
         values: dict[str, dict[str, list[float]]] = {}
-        for name in (s for s in ood if s in OOD_SETS and OOD_SETS[s].kind == kind):
+        for name in (s for s in ood if kind_of(s) == kind):
             for detector, metrics in ood[name].items():
                 for metric, value in metrics.items():
                     kept = values.setdefault(detector, {}).setdefault(metric, [])
@@ -129,6 +134,9 @@ def group_means(ood: Mapping[str, Mapping[str, Mapping[str, float | None]]]) -> 
     return out
 
 
+# --------------------------------------------------------------------------------------------------
+# OOD sets: every builder returns uint8 [N, C, H, W] in the ID image shape
+# --------------------------------------------------------------------------------------------------
 def to_id_shape(x: torch.Tensor, shape: tuple[int, ...], chunk: int = 1024) -> torch.Tensor:
     """Convert uint8 images ``[N, c, h, w]`` to ``shape = (C, H, W)``: RGB to grey by ITU-R 601 luma
     (0.299 R + 0.587 G + 0.114 B) or grey repeated to RGB, then antialiased bilinear resizing."""

@@ -72,7 +72,7 @@ def calibration_conclusion(frame: "pd.DataFrame") -> str:
                         f"{signed(100 * rows['mean_diff'].max(), 1)} points, measurably lower in "
                         f"{lower} and higher in {higher} of {len(rows)} settings (unadjusted 95% "
                         f"intervals{seen})")
-    temps = numeric(frame[frame["moon"] == "baseline"], "id.temperature")
+    temps = numeric(frame[frame["moon"] == BASELINE], "id.temperature")
     if temps.notna().any():
         text.append(f"the baselines' fitted temperatures range from {temps.min():.2f} to "
                     f"{temps.max():.2f} (above 1: over-confident)")
@@ -116,7 +116,7 @@ def posthoc_conclusion(frame: "pd.DataFrame", kinds=("near", "far"),
     settings, DICE against energy, and whether DICE adds to MOON."""
     from moon.report.frame import DETECTOR_NAMES
 
-    plain = frame[frame["moon"] == "baseline"]
+    plain = frame[frame["moon"] == BASELINE]
     by = [c for c in by if c in plain.columns]
     parts = []
     for kind in kinds:
@@ -149,7 +149,7 @@ def dice_moon_answer(frame: "pd.DataFrame", kinds=("near", "far")) -> str:
     seeds could detect. An interaction near 0 means the two add up: DICE changes a MOON run by
     what it changes the baseline, whatever the sign of that change."""
     gains = stats.posthoc_gain_frame(frame, kinds=kinds)
-    inter = gains[gains["moon"] == "MOON − baseline"].dropna(subset=["mean_diff"])
+    inter = gains[gains["moon"] == stats.INTERACTION].dropna(subset=["mean_diff"])
     if inter.empty:
         return "Whether DICE adds to MOON: no MOON-baseline pairs."
     up = int((inter["excludes_zero"] & (inter["mean_diff"] > 0)).sum())

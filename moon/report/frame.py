@@ -227,7 +227,8 @@ def results_frame(results_or_root) -> "pd.DataFrame":
         row = {k: v for k, v in flatten(result).items()
                if not k.startswith(("extra.curves.", "extra.ood_summary."))}
         row.update({f"ood.{group}.{detector}.{metric}": value
-                    for group, detectors in group_means(result.ood).items()
+                    for group, detectors in group_means(
+                        result.ood, result.extra.get("curves", {}).get("ood_kind")).items()
                     for detector, metrics in detectors.items() for metric, value in metrics.items()})
         row["moon"], row["variant"] = moon_label(result.config), variant_label(result.config)
         if result.history:                  # the regime: how well the run fit its training data

@@ -32,6 +32,7 @@ PAIRED_COLUMNS = tuple(Paired.__dataclass_fields__)
 # resumed, which kernel trained them (masked or CSR: same masks, float noise), and the detector
 # list (with "auto" a MOON run adds the unknown-class detectors).
 NOT_PAIRED_ON = ("device", "resume", "detectors", "overwrite", "kernel")
+INTERACTION = "MOON − baseline"   # posthoc_gain_frame's moon label of the interaction rows
 DICE_SWEEP_PREFIX = "extra.dice_sweep."    # columns extra.dice_sweep.<ood set>.<p>: DICE's AUROC
 
 
@@ -389,7 +390,7 @@ def posthoc_gain_frame(frame: "pd.DataFrame", detector: str = "dice",
                        level: float = 0.95) -> "pd.DataFrame":
     """Do DICE and MOON add up? Per ``by`` group, ``moon`` label and kind: ``detector`` -
     ``base_detector`` on ``ood.<kind>.<d>.<metric>``, paired by run. Rows with ``moon`` = "MOON -
-    baseline" give the interaction (the gain on a MOON run - the gain on its baseline run)."""
+    baseline" (:data:`INTERACTION`) give the interaction (the gain on a MOON run - the gain on its baseline run)."""
     import pandas as pd
 
     by, long = with_model(frame, by), []
@@ -401,7 +402,7 @@ def posthoc_gain_frame(frame: "pd.DataFrame", detector: str = "dice",
         per_run = data.assign(**{f"{gain}_t": data[a], f"{gain}_b": data[b]})
         long += [paired_rows(per_run, [gain], by + ["moon"], level),
                  paired_rows(moon_pairs(data, [gain]), [gain], by, level).assign(
-                     moon="MOON − baseline")]
+                     moon=INTERACTION)]
     out = pd.concat(long, ignore_index=True)
     out["kind"] = out.pop("metric").str.removeprefix("gain.")
     return out[[*by, "moon", "kind", *PAIRED_COLUMNS]]

@@ -137,7 +137,7 @@ def ood_table(result, metric: str = "auroc", names: bool = False) -> "pd.DataFra
     and the metric in the book's words ("MSP over K", "FPR@95 (%)"), for a page."""
     import pandas as pd
 
-    from moon.ood.sets import GROUPS
+    from moon.ood.sets import GROUPS, group_means
 
     if metric not in OOD_METRICS:
         raise ValueError(f"metric={metric!r} is not an OOD metric; use one of {OOD_METRICS}")
@@ -146,10 +146,8 @@ def ood_table(result, metric: str = "auroc", names: bool = False) -> "pd.DataFra
     sets = sorted(result.ood, key=lambda s: order.get(ood_kind(s, fallback), len(GROUPS)))
     table = pd.DataFrame({s: {d: m.get(metric) for d, m in result.ood[s].items()} for s in sets},
                          dtype=float)
-    for kind in GROUPS:
-        of_kind = [s for s in sets if ood_kind(s, fallback) == kind]
-        if of_kind:
-            table[f"{kind} mean"] = table[of_kind].mean(axis=1)
+    for kind, detectors in group_means(result.ood, fallback).items():
+        table[f"{kind} mean"] = pd.Series({d: m.get(metric) for d, m in detectors.items()})
     table.index.name, table.columns.name = "detector", metric
     table = (table * 100).round(1)
     if names:

@@ -285,7 +285,7 @@ class SparseModel(nn.Module):
         self._timings: dict[tuple[int, int], dict[str, Any]] = {}
         self._active: tuple[int, int] | None = None
 
-    # --- the classifier contract (moon.models) ---------------------------------------------------
+    # --- the classifier contract (moon.architectures) --------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._use(x)
         steps = self._steps()

@@ -338,6 +338,3 @@ class CsrTraining:
             if dense is not None:
                 packed[index[id(layer.weight)]] = {"momentum_buffer": dense}
         return {**state, "state": packed}
-
-
-# --- kernel="auto" --------------------------------------------------------------------------------

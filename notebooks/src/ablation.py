@@ -15,9 +15,7 @@
 # dot plot; the table of means below it.
 
 # %% tags=["parameters"]
-# Parameters (papermill): RunConfig fields, plus `preset` and `out_dir`.
-# A field left at its default is filled by the preset, if one is given.
-preset = 'cpu'                      # None | "smoke" | "quick" | "cpu" | "full"
+preset = 'cpu'
 out_dir = 'runs/ablation'           # where the result files go
 study = 'ablation'                  # a name in studies/ or a YAML path
 only = None                         # axis -> values to keep (None: the whole grid of the preset)

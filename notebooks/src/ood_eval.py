@@ -20,9 +20,7 @@
 # ```
 
 # %% tags=["parameters"]
-# Parameters (papermill): RunConfig fields, plus `preset` and `out_dir`.
-# A field left at its default is filled by the preset, if one is given.
-preset = None                       # None | "smoke" | "quick" | "cpu" | "full"
+preset = None
 out_dir = None                      # None: runs/ood_eval/<its configuration>
 # RunConfig fields: all   (written out by scripts/make_notebooks.py)
 

@@ -21,9 +21,7 @@
 # hurts and to test MOON, part by part, there. Its cells are read as they ran, never trained here.
 
 # %% tags=["parameters"]
-# Parameters (papermill): RunConfig fields, plus `preset` and `out_dir`.
-# A field left at its default is filled by the preset, if one is given.
-preset = 'paper'                    # None | "smoke" | "quick" | "cpu" | "full"
+preset = 'paper'
 out_dir = 'runs/paper'              # where the result files go
 study = 'paper'                     # a name in studies/ or a YAML path
 only = {'alpha_final': [1.0]}       # axis -> values to keep (None: the whole grid of the preset)

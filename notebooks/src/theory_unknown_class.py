@@ -15,9 +15,7 @@
 # with a fixed α of 5, shows where it goes once α is large (dashed: p(unknown) = 0.5, when reached).
 
 # %% tags=["parameters"]
-# Parameters (papermill): RunConfig fields, plus `preset` and `out_dir`.
-# A field left at its default is filled by the preset, if one is given.
-preset = None                       # None | "smoke" | "quick" | "cpu" | "full"
+preset = None
 out_dir = 'runs/theory_unknown_class'  # where the result files go
 # RunConfig fields: seed, density, alpha_final   (written out by scripts/make_notebooks.py)
 
