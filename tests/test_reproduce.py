@@ -39,7 +39,8 @@ def test_a_changed_metric_is_found(committed):
     assert not check.same and check.worst == "id.ece"
     assert check.max_abs_diff == pytest.approx(1e-4, rel=1e-3)
     assert check.headline["ECE"] == pytest.approx(1e-4, rel=1e-3)      # reported apart too
-    assert check.headline["accuracy"] == 0 and check.headline["MSP AUROC"] == 0
+    assert check.headline["accuracy"] == 0 and check.headline["MSP AUROC on one set"] == 0
+    assert check.headline["near MSP AUROC"] == 0
     loose = reproduce(committed, cells=5, tolerance=1e-3, progress=False)
     assert all(c.same for c in loose)
 
@@ -56,10 +57,11 @@ def test_headline_differences_are_reported_apart_from_the_largest():
     """The largest difference is often a secondary detector's FPR95; accuracy, ECE and MSP's
     AUROC (the largest over the sets) are said on their own."""
     a = {"id.accuracy": 0.9, "id.ece": 0.05, "ood.x.msp.auroc": 0.8, "ood.y.msp.auroc": 0.7,
-         "ood.x.vim.fpr95": 0.5}
-    b = {**a, "ood.y.msp.auroc": 0.702, "ood.x.vim.fpr95": 0.8}
+         "ood.x.vim.fpr95": 0.5, "group.near.msp.auroc": 0.75, "group.far.msp.auroc": 0.9}
+    b = {**a, "ood.y.msp.auroc": 0.702, "ood.x.vim.fpr95": 0.8, "group.near.msp.auroc": 0.751}
     assert compare(a, b)[1:3] == (pytest.approx(0.3), "ood.x.vim.fpr95")
-    assert headline_diffs(a, b) == {"accuracy": 0, "ECE": 0, "MSP AUROC": pytest.approx(0.002)}
+    assert headline_diffs(a, b) == {"accuracy": 0, "ECE": 0, "near MSP AUROC": pytest.approx(0.001),
+                                    "far MSP AUROC": 0, "MSP AUROC on one set": pytest.approx(0.002)}
     assert math.isnan(headline_diffs({}, {})["ECE"])
 
 
