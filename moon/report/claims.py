@@ -326,8 +326,9 @@ def code_versions(frame: "pd.DataFrame", reproduced: str | Path | None = None) -
                    "a run counted)" if diffs and max(diffs) > 0 else "")
         moved = _headline_moves(record.read_text())
         if moved and largest:
-            largest += (" and the largest in the numbers the verdict reads "
-                        + ", ".join(f"{name} {value:g}" for name, value in moved.items()))
+            largest += ("; in the numbers the verdict reads, up to "
+                        + ", ".join(f"{100 * value:.2f} points of {name}"
+                                    for name, value in moved.items()))
         text += (f"Whether the numerics changed between them was checked by retraining a few runs "
                  f"with later code ({head}): {lines[-1] if lines else 'no result'}{largest}; the "
                  "other runs were not retrained.")
