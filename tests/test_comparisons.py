@@ -661,6 +661,15 @@ def test_limitations_carry_their_numbers(frame, tmp_path):
     assert "is 4,000 crops of 10 source images (2 for photos, 8 for textures)" in more[-2]
     assert more[-1].startswith(f"**Code versions.** These {len(far)} runs ran from 2 commits")
     assert "uncommitted" not in more[-1] and "was not checked by retraining" in more[-1]
+    # MOON runs from one commit, baselines from another: every pair is split; one commit: none
+    moon_runs = frame["unknown_class"].astype(bool)
+    apart = frame.assign(**{"provenance.git_sha": moon_runs.map({True: "a" * 40, False: "b" * 40})})
+    together = frame.assign(**{"provenance.git_sha": "a" * 40})
+    n_pairs = len(report_stats.moon_pairs(frame, ["id.ece"]))
+    assert n_pairs > 0
+    assert f"In {n_pairs} of the {n_pairs} MOON–baseline pairs the two runs ran from different " \
+           "commits." in claims.limitations(apart)[-1]
+    assert f"In 0 of the {n_pairs} MOON–baseline pairs" in claims.limitations(together)[-1]
     record = tmp_path / "reproduce.txt"
     record.write_text("# python -m moon reproduce X --cells 3 (commit abc1234, 2026-12-06)\n"
                       "same: cell: 490 metrics, max |diff| 0\n3 of 3 reruns reproduce X (tolerance 0)\n")

@@ -316,7 +316,7 @@ def code_versions(frame: "pd.DataFrame", reproduced: str | Path | None = None) -
             f"{'s' if len(shas) > 1 else ''} of this repository (" + ", ".join(s[:7] for s in shas)
             + "; each run's is in the reproducibility page's table)"
             + (f", {dirty} of them from a checkout with uncommitted changes" if dirty else "")
-            + ". ")
+            + ". " + _split_pairs(frame))
     record = Path(reproduced) if reproduced else None
     if record is not None and record.is_file():
         lines = [line for line in record.read_text().splitlines() if line.strip()]
@@ -336,6 +336,22 @@ def code_versions(frame: "pd.DataFrame", reproduced: str | Path | None = None) -
         text += ("Whether the numerics changed between these commits was not checked by "
                  "retraining (`make reproduce`).")
     return text
+
+
+def _split_pairs(frame: "pd.DataFrame") -> str:
+    """In how many MOON-baseline pairs (:func:`moon.report.stats.moon_pairs`) the two runs ran
+    from different commits: a pair's difference then also carries whatever the code changed."""
+    import pandas as pd
+
+    if not {"unknown_class", "averaging", "seed"} <= set(frame.columns):
+        return ""
+    coded = frame.assign(_commit=pd.factorize(frame["provenance.git_sha"])[0])
+    both = stats.moon_pairs(coded, ["_commit"])
+    if both.empty:
+        return ""
+    split = int((both["_commit_t"] != both["_commit_b"]).sum())
+    return (f"In {split} of the {len(both)} MOON–baseline pairs the two runs ran from different "
+            "commits. ")
 
 
 def _headline_moves(record: str) -> dict[str, float]:
