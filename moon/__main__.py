@@ -23,7 +23,6 @@ import logging
 import sys
 from pathlib import Path
 
-from moon.configure import PRESETS
 from moon.data import DatasetNotFoundError
 from moon.errors import MoonError
 
@@ -172,7 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="train and evaluate one configuration")
-    run.add_argument("--preset", default=None, help=" | ".join(PRESETS))
+    run.add_argument("--preset", default=None,
+                     help="a preset of moon.configure.PRESETS (an unknown one is refused with the list)")
     run.add_argument("--out", default=None,
                      help="output folder (result.json, checkpoint); default runs/<configuration>")
     run.add_argument("overrides", nargs="*", help="RunConfig fields as key=value")

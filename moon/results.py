@@ -240,3 +240,15 @@ def flatten(result: RunResult | Mapping[str, Any]) -> dict:
     row["masks.density"] = result.masks.get("density")
     _flatten_into(row, "extra", result.extra)
     return row
+
+
+def group_mean_columns(result: RunResult, prefix: str = "ood") -> dict:
+    """``<prefix>.<group>.<detector>.<metric>`` for a result's group means
+    (:func:`moon.ood.sets.group_means`: each set's group from today's registry, else from the
+    result's own record in ``extra.curves.ood_kind``)."""
+    from moon.ood.sets import group_means
+
+    row: dict[str, Any] = {}
+    recorded = result.extra.get("curves", {}).get("ood_kind")
+    _flatten_into(row, prefix, group_means(result.ood, recorded))
+    return row

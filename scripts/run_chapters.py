@@ -24,8 +24,6 @@ from pathlib import Path
 
 import papermill as pm
 
-from moon.configure import PRESETS
-
 ROOT = Path(__file__).resolve().parent.parent
 # template -> (the folder name of the runs it reads: a study or a single run, its default preset)
 RUNS = {"ood_eval": ("ood_eval", None), "sparsity_sweep": ("paper", "paper"),
@@ -57,7 +55,8 @@ def out_dir_for(folder: str, results: Path, preset: str | None) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default=None,
-                        help=f"{' | '.join(PRESETS)} for every template (default: each one's own)")
+                        help="a preset of moon.configure.PRESETS for every template (default: each "
+                             "one's own)")
     parser.add_argument("--results", default=str(ROOT / "book" / "results"))
     parser.add_argument("--chapters", default=str(ROOT / "book" / "chapters"))
     parser.add_argument("--only", nargs="*", default=None, help="template names (default: all)")

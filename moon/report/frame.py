@@ -213,8 +213,7 @@ def results_frame(results_or_root) -> "pd.DataFrame":
     stored ``extra.ood_summary`` are left out."""
     import pandas as pd
 
-    from moon.ood.sets import group_means
-    from moon.results import flatten
+    from moon.results import flatten, group_mean_columns
 
     read = as_results(results_or_root)
     results = [r for r in read if r.status == "complete"]
@@ -226,10 +225,7 @@ def results_frame(results_or_root) -> "pd.DataFrame":
     for result in results:
         row = {k: v for k, v in flatten(result).items()
                if not k.startswith(("extra.curves.", "extra.ood_summary."))}
-        row.update({f"ood.{group}.{detector}.{metric}": value
-                    for group, detectors in group_means(
-                        result.ood, result.extra.get("curves", {}).get("ood_kind")).items()
-                    for detector, metrics in detectors.items() for metric, value in metrics.items()})
+        row.update(group_mean_columns(result))
         row["moon"], row["variant"] = moon_label(result.config), variant_label(result.config)
         if result.history:                  # the regime: how well the run fit its training data
             row["train.accuracy"] = result.history[-1].get("train_acc")

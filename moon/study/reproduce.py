@@ -19,7 +19,7 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
-from moon.results import RESULT_FILE, flatten, load_result
+from moon.results import RESULT_FILE, flatten, group_mean_columns, load_result
 
 log = logging.getLogger(__name__)
 COMPARED = ("id.", "ood.", "masks.density")   # metrics, not timings or provenance
@@ -119,12 +119,7 @@ def rerun(run_dir: str | Path, tolerance: float = 0.0, out: str | Path | None = 
 
 def _row(result) -> dict:
     """A result flattened, with its group means as ``group.<group>.<detector>.<metric>``."""
-    from moon.ood.sets import group_means
-
-    row = flatten(result)
-    row.update({f"group.{g}.{d}.{m}": value for g, detectors in group_means(result.ood).items()
-                for d, metrics in detectors.items() for m, value in metrics.items()})
-    return row
+    return {**flatten(result), **group_mean_columns(result, "group")}
 
 
 def _committed(run_dir: str | Path):
